@@ -1,1 +1,428 @@
-//! (in progress)
+//! The frame pool: N fixed slots carved out of a contiguous region (the
+//! device's common buffer), handed out and taken back by address.
+//!
+//! The pool never touches the region's bytes and does not own it: addresses
+//! are plain integers here, and the kernel shell, which owns the common
+//! buffer, turns them into pointers.
+//!
+//! # Concurrency
+//! `allocate`, `free`, `lookup` and the counters take `&self` and are
+//! lock-free on core atomics: slot ownership is one bit per slot in a single
+//! `AtomicU64`, claimed and released with compare-and-swap. That is what the
+//! KS allocator callbacks need: they may run at DISPATCH_LEVEL on several
+//! CPUs at once, where no wait is allowed. A failed CAS means another CPU
+//! changed the word, i.e. made progress, and every retry re-reads it, so no
+//! caller blocks and each attempt is a handful of instructions; with at
+//! most 64 slots there is no list to walk. A spin lock would serve as well
+//! but would need the shell's `KSPIN_LOCK`, which the host tests could not
+//! exercise; the atomics are checked here, under loom (tests/loom_pool.rs).
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::framing::{self, AllocatorFraming, CarveOut, FramingError, PoolPlan};
+
+/// Most slots one pool tracks (one bit each in a 64-bit word).
+pub const MAX_POOL_FRAMES: u32 = 64;
+
+/// A contiguous, physically contiguous memory region: the common buffer or
+/// a part of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Kernel virtual address of the first byte.
+    pub virtual_base: usize,
+    /// Device-visible (logical / bus) address of the first byte.
+    pub logical_base: u64,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Region {
+    /// The part of this region starting `offset` bytes in, `len` long.
+    #[must_use]
+    pub fn sub_region(&self, offset: usize, len: usize) -> Option<Region> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        Some(Region {
+            virtual_base: self.virtual_base.checked_add(offset)?,
+            logical_base: self.logical_base.checked_add(offset as u64)?,
+            len,
+        })
+    }
+}
+
+/// A frame handed out by the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Kernel virtual address (what `Allocate` returns and `Free` receives).
+    pub virtual_address: usize,
+    /// Device-visible address the "hardware" writes to.
+    pub logical_address: u64,
+    /// Slot number, `0..frames`.
+    pub index: u32,
+    /// Usable bytes.
+    pub len: u32,
+}
+
+/// Why a `free` was refused. A refused free changes nothing in the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The address lies outside the pool's slots: not our frame.
+    Foreign,
+    /// The address lies inside a slot but not at its start.
+    NotSlotStart,
+    /// The slot is not allocated (a double free, or a never-allocated slot).
+    NotAllocated,
+}
+
+/// The pool. See the module documentation for its concurrency contract.
+#[derive(Debug)]
+pub struct FramePool {
+    region: Region,
+    plan: PoolPlan,
+    /// Bit i set = slot i is handed out.
+    allocated: AtomicU64,
+    high_water: AtomicU32,
+    failed_allocations: AtomicU64,
+    rejected_frees: AtomicU64,
+}
+
+impl FramePool {
+    /// Builds a pool for an allocator request over a carve-out, validating the
+    /// request first (the allocator's `InitializeAllocator`).
+    ///
+    /// # Errors
+    /// The validator's [`FramingError`].
+    pub fn for_request(
+        request: &AllocatorFraming,
+        image_size: u32,
+        carve: &CarveOut,
+    ) -> Result<Self, FramingError> {
+        let plan = framing::validate(request, image_size, carve)?;
+        Ok(Self::with_plan(carve.region, plan))
+    }
+
+    /// Builds a pool from a plan made for `region` by [`framing::plan`],
+    /// [`framing::validate`] or [`framing::staging_plan`].
+    ///
+    /// # Panics
+    /// Never for plans those functions made for this region; a hand-made plan
+    /// that does not fit the region is clamped to the slots that do fit.
+    #[must_use]
+    pub fn with_plan(region: Region, mut plan: PoolPlan) -> Self {
+        // Defensive: never describe a slot past the region or past 64 bits.
+        let slot = u64::from(plan.slot_size.max(1));
+        let room = (region.len as u64).saturating_sub(u64::from(plan.first_offset)) / slot;
+        #[allow(clippy::cast_possible_truncation)]
+        let fit = room.min(u64::from(MAX_POOL_FRAMES)) as u32;
+        plan.frames = plan.frames.min(fit);
+        FramePool {
+            region,
+            plan,
+            allocated: AtomicU64::new(0),
+            high_water: AtomicU32::new(0),
+            failed_allocations: AtomicU64::new(0),
+            rejected_frees: AtomicU64::new(0),
+        }
+    }
+
+    /// The layout this pool serves.
+    #[must_use]
+    pub fn plan(&self) -> &PoolPlan {
+        &self.plan
+    }
+
+    /// The region the pool carves.
+    #[must_use]
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn full_mask(&self) -> u64 {
+        if self.plan.frames >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.plan.frames) - 1
+        }
+    }
+
+    fn frame(&self, index: u32) -> Frame {
+        let offset =
+            u64::from(self.plan.first_offset) + u64::from(index) * u64::from(self.plan.slot_size);
+        // In range by construction: `with_plan` keeps every slot inside the
+        // region, and the planners checked the address sums.
+        #[allow(clippy::cast_possible_truncation)]
+        let virtual_address = self.region.virtual_base.wrapping_add(offset as usize);
+        Frame {
+            virtual_address,
+            logical_address: self.region.logical_base.wrapping_add(offset),
+            index,
+            len: self.plan.frame_size,
+        }
+    }
+
+    /// Takes a free slot, or returns `None` when all are out (and counts the
+    /// failure). Never blocks; IRQL ≤ DISPATCH_LEVEL safe.
+    pub fn allocate(&self) -> Option<Frame> {
+        let full = self.full_mask();
+        let mut current = self.allocated.load(Ordering::Acquire);
+        loop {
+            let free = !current & full;
+            if free == 0 {
+                self.failed_allocations.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            let bit = free.trailing_zeros();
+            let next = current | (1u64 << bit);
+            match self.allocated.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.high_water
+                        .fetch_max(next.count_ones(), Ordering::Relaxed);
+                    return Some(self.frame(bit));
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Maps an address to the slot that starts there, allocated or not.
+    ///
+    /// # Errors
+    /// [`FreeError::Foreign`] or [`FreeError::NotSlotStart`].
+    pub fn slot_of(&self, virtual_address: usize) -> Result<u32, FreeError> {
+        let start = self.region.virtual_base as u64 + u64::from(self.plan.first_offset);
+        let addr = virtual_address as u64;
+        let slot = u64::from(self.plan.slot_size);
+        let end = start + slot * u64::from(self.plan.frames);
+        if addr < start || addr >= end || slot == 0 {
+            return Err(FreeError::Foreign);
+        }
+        let offset = addr - start;
+        if offset % slot != 0 {
+            return Err(FreeError::NotSlotStart);
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        Ok((offset / slot) as u32)
+    }
+
+    /// Returns a frame by its virtual address. A foreign pointer, a pointer
+    /// not at a slot start and a slot that is not allocated are refused and
+    /// counted, and leave the pool as it was. IRQL ≤ DISPATCH_LEVEL safe.
+    ///
+    /// # Errors
+    /// The [`FreeError`] saying why it was refused.
+    pub fn free(&self, virtual_address: usize) -> Result<u32, FreeError> {
+        let result = self.slot_of(virtual_address).and_then(|index| {
+            let bit = 1u64 << index;
+            let mut current = self.allocated.load(Ordering::Acquire);
+            loop {
+                if current & bit == 0 {
+                    return Err(FreeError::NotAllocated);
+                }
+                match self.allocated.compare_exchange_weak(
+                    current,
+                    current & !bit,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Ok(index),
+                    Err(seen) => current = seen,
+                }
+            }
+        });
+        if result.is_err() {
+            self.rejected_frees.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Is this frame address one of ours? True when it is the start of a slot
+    /// that is handed out: the capture path's zero-copy test.
+    #[must_use]
+    pub fn contains(&self, virtual_address: usize) -> bool {
+        self.lookup(virtual_address).is_some()
+    }
+
+    /// The frame (with its logical address) that starts at this address, if
+    /// it is an allocated slot of this pool.
+    #[must_use]
+    pub fn lookup(&self, virtual_address: usize) -> Option<Frame> {
+        let index = self.slot_of(virtual_address).ok()?;
+        let allocated = self.allocated.load(Ordering::Acquire) & (1u64 << index) != 0;
+        allocated.then(|| self.frame(index))
+    }
+
+    /// Number of slots.
+    #[must_use]
+    pub fn capacity(&self) -> u32 {
+        self.plan.frames
+    }
+
+    /// Slots handed out now.
+    #[must_use]
+    pub fn in_use(&self) -> u32 {
+        self.allocated.load(Ordering::Acquire).count_ones()
+    }
+
+    /// Most slots ever out at once.
+    #[must_use]
+    pub fn high_water(&self) -> u32 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    /// `allocate` calls that found every slot out.
+    #[must_use]
+    pub fn failed_allocations(&self) -> u64 {
+        self.failed_allocations.load(Ordering::Relaxed)
+    }
+
+    /// `free` calls refused (foreign, misplaced or doubled pointers).
+    #[must_use]
+    pub fn rejected_frees(&self) -> u64 {
+        self.rejected_frees.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::portable::framing::{plan, PAGE_SIZE};
+
+    fn pool(frames: u32) -> FramePool {
+        let region = Region {
+            virtual_base: 0x40_0000,
+            logical_base: 0x1000_0000,
+            len: 1 << 22,
+        };
+        FramePool::with_plan(region, plan(frames, 10_000, PAGE_SIZE, &region).unwrap())
+    }
+
+    #[test]
+    fn hands_out_n_distinct_aligned_frames_then_none() {
+        let p = pool(3);
+        let f: [Frame; 3] = core::array::from_fn(|_| p.allocate().unwrap());
+        assert_eq!(p.allocate(), None);
+        assert_eq!(p.failed_allocations(), 1);
+        for fr in &f {
+            assert_eq!(fr.virtual_address % 4096, 0);
+            assert_eq!(fr.logical_address % 4096, 0);
+            assert_eq!(fr.len, 10_000);
+            assert_eq!(
+                fr.logical_address - 0x1000_0000,
+                (fr.virtual_address - 0x40_0000) as u64
+            );
+        }
+        assert_eq!(f[1].virtual_address - f[0].virtual_address, 12_288);
+        assert_eq!((p.in_use(), p.high_water()), (3, 3));
+    }
+
+    #[test]
+    fn free_maps_back_and_slot_is_reused() {
+        let p = pool(2);
+        let a = p.allocate().unwrap();
+        let b = p.allocate().unwrap();
+        assert_eq!(p.free(a.virtual_address), Ok(a.index));
+        assert_eq!(p.allocate(), Some(a));
+        assert!(p.contains(b.virtual_address));
+        assert_eq!(p.lookup(b.virtual_address), Some(b));
+    }
+
+    #[test]
+    fn bad_frees_are_refused_and_change_nothing() {
+        let p = pool(4);
+        let a = p.allocate().unwrap();
+        let before = (p.in_use(), p.high_water());
+        assert_eq!(p.free(0x1234), Err(FreeError::Foreign));
+        assert_eq!(p.free(a.virtual_address + 8), Err(FreeError::NotSlotStart));
+        assert_eq!(
+            p.free(a.virtual_address + 4 * 12_288),
+            Err(FreeError::Foreign)
+        );
+        assert_eq!(
+            p.free(a.virtual_address + 12_288),
+            Err(FreeError::NotAllocated)
+        );
+        assert_eq!(p.free(a.virtual_address), Ok(0));
+        assert_eq!(p.free(a.virtual_address), Err(FreeError::NotAllocated));
+        assert_eq!(p.rejected_frees(), 5);
+        assert_eq!(before, (1, 1));
+        assert_eq!(p.in_use(), 0);
+        assert!(!p.contains(a.virtual_address));
+    }
+
+    #[test]
+    fn sixty_four_slots_use_the_whole_word() {
+        let region = Region {
+            virtual_base: 0,
+            logical_base: 0,
+            len: 64 * 4096,
+        };
+        let p = FramePool::with_plan(region, plan(64, 4096, 4096, &region).unwrap());
+        for i in 0..64 {
+            assert_eq!(p.allocate().unwrap().index, i);
+        }
+        assert_eq!(p.allocate(), None);
+        assert_eq!(p.in_use(), 64);
+    }
+
+    #[test]
+    fn sub_region_checks_bounds() {
+        let r = Region {
+            virtual_base: 100,
+            logical_base: 1000,
+            len: 50,
+        };
+        assert_eq!(
+            r.sub_region(10, 40),
+            Some(Region {
+                virtual_base: 110,
+                logical_base: 1010,
+                len: 40
+            })
+        );
+        assert_eq!(r.sub_region(10, 41), None);
+        assert_eq!(r.sub_region(usize::MAX, 2), None);
+    }
+
+    #[test]
+    fn concurrent_allocate_and_free_never_share_a_slot() {
+        use std::sync::Arc;
+        let p = Arc::new(pool(8));
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    let mut owned = std::vec::Vec::new();
+                    for round in 0..5_000u32 {
+                        if round % 3 != 2 {
+                            if let Some(f) = p.allocate() {
+                                owned.push(f);
+                            }
+                        } else if let Some(f) = owned.pop() {
+                            p.free(f.virtual_address).unwrap();
+                        }
+                    }
+                    owned
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for t in threads {
+            for f in t.join().unwrap() {
+                assert!(seen.insert(f.index), "slot {} owned twice", f.index);
+            }
+        }
+        assert_eq!(p.in_use() as usize, seen.len());
+        assert!(p.high_water() <= 8);
+    }
+}
