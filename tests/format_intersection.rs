@@ -1,4 +1,5 @@
 //! Intersection and validation of client formats against the pin's ranges.
+#![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
 use avscap::portable::guid::{
     Guid, GUID_NULL, KSDATAFORMAT_SPECIFIER_VIDEOINFO, KSDATAFORMAT_TYPE_VIDEO, MEDIASUBTYPE_NV12,

@@ -15,7 +15,7 @@
 //! caller blocks and each attempt is a handful of instructions; with at
 //! most 64 slots there is no list to walk. A spin lock would serve as well
 //! but would need the shell's `KSPIN_LOCK`, which the host tests could not
-//! exercise; the atomics are checked here, under loom (tests/loom_pool.rs).
+//! exercise; the atomics are checked here, under loom (`tests/loom_pool.rs`).
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -208,7 +208,7 @@ impl FramePool {
             return Err(FreeError::Foreign);
         }
         let offset = addr - start;
-        if offset % slot != 0 {
+        if !offset.is_multiple_of(slot) {
             return Err(FreeError::NotSlotStart);
         }
         #[allow(clippy::cast_possible_truncation)]

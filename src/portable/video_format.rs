@@ -215,7 +215,7 @@ impl FrameLayout {
     /// [`FormatError::BadDimensions`] or [`FormatError::Overflow`].
     pub const fn new(pixel: PixelFormat, width: u32, height: u32) -> Result<Self, FormatError> {
         let (gx, gy) = pixel.granularity();
-        if width == 0 || height == 0 || width % gx != 0 || height % gy != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(gx) || !height.is_multiple_of(gy) {
             return Err(FormatError::BadDimensions);
         }
         let Some(bits) = width.checked_mul(pixel.plane_bits()) else {
@@ -315,6 +315,7 @@ impl VideoFormat {
         // 4K RGB24 at 60 fps is about 11.9 Gbit/s, past what the 32-bit
         // dwBitRate holds: the field is advisory, so it saturates.
         let bits = (layout.image_size as u64) * 8 * (self.fps() as u64);
+        #[allow(clippy::cast_possible_truncation)]
         let bit_rate = if bits > u32::MAX as u64 {
             u32::MAX
         } else {
