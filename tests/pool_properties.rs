@@ -1,5 +1,10 @@
 //! Property tests of the frame pool and the framing validator.
-#![allow(clippy::single_match_else, clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+#![allow(
+    clippy::single_match_else,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 use avscap::portable::frame_pool::{FramePool, FreeError, Region, MAX_POOL_FRAMES};
 use avscap::portable::framing::{self, AllocatorFraming, CarveOut, FramingError, PAGE_SIZE};

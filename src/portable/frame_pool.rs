@@ -395,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::std_instead_of_alloc, clippy::std_instead_of_core)]
     fn concurrent_allocate_and_free_never_share_a_slot() {
         use std::sync::Arc;
         let p = Arc::new(pool(8));

@@ -45,6 +45,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::cast_sign_loss)]
     fn codes_match_ntstatus_h() {
         assert_eq!(STATUS_INVALID_PARAMETER as u32, 0xC000_000D);
         assert_eq!(STATUS_INSUFFICIENT_RESOURCES as u32, 0xC000_009A);

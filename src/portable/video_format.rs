@@ -739,8 +739,9 @@ mod tests {
 
     #[test]
     fn validate_rejects_each_bad_field_with_its_status() {
+        type Edit = fn(&mut ProposedFormat);
         let good = proposed(&default_format());
-        let cases: [(fn(&mut ProposedFormat), FormatError); 12] = [
+        let cases: [(Edit, FormatError); 12] = [
             (
                 |p| p.major = crate::portable::guid::GUID_NULL,
                 FormatError::WrongMajorType,
