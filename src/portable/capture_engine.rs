@@ -157,6 +157,35 @@ pub struct EngineStats {
     pub bytes_copied: u64,
 }
 
+impl EngineStats {
+    /// `KSPROPERTY_DROPPEDFRAMES_CURRENT`'s `PictureNumber`: frames due so
+    /// far, delivered or dropped.
+    #[must_use]
+    pub const fn picture_number(&self) -> u64 {
+        self.delivered + self.dropped
+    }
+}
+
+/// Converts a performance-counter reading to 100 ns units (what Media
+/// Foundation expects in `PresentationTime` when there is no master clock),
+/// without overflowing for any counter value and frequency.
+#[must_use]
+pub fn qpc_to_100ns(counter: i64, frequency: i64) -> i64 {
+    if frequency <= 0 {
+        return 0;
+    }
+    let scaled = i128::from(counter) * 10_000_000 / i128::from(frequency);
+    i64::try_from(scaled).unwrap_or(if scaled < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The `DueTime` for `KeSetTimer` that fires at `due` when it is `now` (both
+/// in 100 ns): a negative, i.e. relative, interval, at least 1 unit so a
+/// late timer fires at once instead of being read as an absolute time.
+#[must_use]
+pub fn timer_due_time(due: i64, now: i64) -> i64 {
+    -(due.saturating_sub(now).max(1))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Stopped,
@@ -396,6 +425,17 @@ mod tests {
             cookie,
             dma: DmaTarget::Direct(frame(cookie)),
         }
+    }
+
+    #[test]
+    fn qpc_scales_to_100ns_without_overflow() {
+        assert_eq!(qpc_to_100ns(10_000_000, 10_000_000), 10_000_000);
+        assert_eq!(qpc_to_100ns(3_000_000, 3_000_000), 10_000_000);
+        assert_eq!(qpc_to_100ns(i64::MAX, 10_000_000), i64::MAX);
+        assert_eq!(qpc_to_100ns(i64::MAX, 1), i64::MAX);
+        assert_eq!(qpc_to_100ns(5, 0), 0);
+        assert_eq!(timer_due_time(1000, 400), -600);
+        assert_eq!(timer_due_time(1000, 5000), -1);
     }
 
     #[test]

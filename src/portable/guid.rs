@@ -82,6 +82,50 @@ pub const KSMEMORY_TYPE_KERNEL_NONPAGED: Guid = Guid::new(
     [0xB0, 0x69, 0x00, 0xA0, 0xC9, 0x06, 0x28, 0x02],
 );
 
+/// `KSCATEGORY_CAPTURE` {65E8773D-8F56-11D0-A3B9-00A0C9223196}.
+pub const KSCATEGORY_CAPTURE: Guid = Guid::new(
+    0x65E8_773D,
+    0x8F56,
+    0x11D0,
+    [0xA3, 0xB9, 0x00, 0xA0, 0xC9, 0x22, 0x31, 0x96],
+);
+/// `KSCATEGORY_VIDEO` {6994AD05-93EF-11D0-A3CC-00A0C9223196}.
+pub const KSCATEGORY_VIDEO: Guid = Guid::new(
+    0x6994_AD05,
+    0x93EF,
+    0x11D0,
+    [0xA3, 0xCC, 0x00, 0xA0, 0xC9, 0x22, 0x31, 0x96],
+);
+/// `KSCATEGORY_VIDEO_CAMERA` {E5323777-F976-4F5B-9B55-B94699C46E44}.
+pub const KSCATEGORY_VIDEO_CAMERA: Guid = Guid::new(
+    0xE532_3777,
+    0xF976,
+    0x4F5B,
+    [0x9B, 0x55, 0xB9, 0x46, 0x99, 0xC4, 0x6E, 0x44],
+);
+/// `PIN_CATEGORY_CAPTURE` = `PINNAME_VIDEO_CAPTURE` {FB6C4281-0353-11D1-905F-0000C0CC16BA}.
+pub const PIN_CATEGORY_CAPTURE: Guid = Guid::new(
+    0xFB6C_4281,
+    0x0353,
+    0x11D1,
+    [0x90, 0x5F, 0x00, 0x00, 0xC0, 0xCC, 0x16, 0xBA],
+);
+/// `KSNAME_Filter` {9B365890-165F-11D0-A195-0020AFD156E4}: the filter
+/// descriptor's reference GUID.
+pub const KSNAME_FILTER: Guid = Guid::new(
+    0x9B36_5890,
+    0x165F,
+    0x11D0,
+    [0xA1, 0x95, 0x00, 0x20, 0xAF, 0xD1, 0x56, 0xE4],
+);
+/// `PROPSETID_VIDCAP_DROPPEDFRAMES` {C6E13344-30AC-11D0-A18C-00A0C9118956}.
+pub const PROPSETID_VIDCAP_DROPPEDFRAMES: Guid = Guid::new(
+    0xC6E1_3344,
+    0x30AC,
+    0x11D0,
+    [0xA1, 0x8C, 0x00, 0xA0, 0xC9, 0x11, 0x89, 0x56],
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,11 @@
 )]
 
 pub mod capture_engine;
+pub mod common_buffer;
 pub mod frame_pool;
 pub mod framing;
 pub mod guid;
 pub mod image;
+pub mod pin_state;
 pub mod status;
 pub mod video_format;
