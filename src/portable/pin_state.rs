@@ -152,12 +152,14 @@ mod tests {
 
     #[test]
     fn skipped_steps_run_every_action_in_order() {
-        let mut down = transition(KsState::Run, KsState::Stop).iter();
+        let down_list = transition(KsState::Run, KsState::Stop);
+        let mut down = down_list.iter();
         assert_eq!(
             [down.next(), down.next(), down.next(), down.next()],
             [Some(Pause), Some(StopAndFlush), Some(Release), None]
         );
-        let mut up = transition(KsState::Stop, KsState::Run).iter();
+        let up_list = transition(KsState::Stop, KsState::Run);
+        let mut up = up_list.iter();
         assert_eq!(
             [up.next(), up.next(), up.next()],
             [Some(Acquire), Some(Run), None]
