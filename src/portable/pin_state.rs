@@ -29,6 +29,13 @@ impl KsState {
     }
 }
 
+/// Whether a connected pin may change its format (`SetDataFormat` with an
+/// old format): only while stopped, when no frame of the old size is queued.
+#[must_use]
+pub const fn format_change_allowed(state: KsState) -> bool {
+    matches!(state, KsState::Stop)
+}
+
 /// One thing the pin does to its hardware during a transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HardwareAction {
@@ -164,6 +171,13 @@ mod tests {
             [up.next(), up.next(), up.next()],
             [Some(Acquire), Some(Run), None]
         );
+    }
+
+    #[test]
+    fn format_changes_only_in_stop() {
+        assert!(format_change_allowed(KsState::Stop));
+        assert!(!format_change_allowed(KsState::Acquire));
+        assert!(!format_change_allowed(KsState::Run));
     }
 
     #[test]

@@ -11,7 +11,10 @@ use super::guid::{
     Guid, KSDATAFORMAT_SPECIFIER_VIDEOINFO, KSDATAFORMAT_TYPE_VIDEO, MEDIASUBTYPE_NV12,
     MEDIASUBTYPE_RGB24, MEDIASUBTYPE_YUY2,
 };
-use super::status::{NtStatus, STATUS_INVALID_PARAMETER, STATUS_NO_MATCH};
+use super::status::{
+    NtStatus, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_PARAMETER,
+    STATUS_NO_MATCH, STATUS_SUCCESS,
+};
 
 /// 100 ns units per second (`REFERENCE_TIME` ticks).
 pub const UNITS_PER_SECOND: i64 = 10_000_000;
@@ -341,6 +344,91 @@ impl VideoFormat {
     #[must_use]
     pub const fn bottom_up(&self) -> bool {
         matches!(self.pixel, PixelFormat::Rgb24)
+    }
+}
+
+/// The `KS_VIDEO_STREAM_CONFIG_CAPS` numbers of one offered format (a
+/// fixed size: input, cropping and output sizes are all the frame size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigCaps {
+    /// Frame width (`InputSize.cx`, crop and output sizes).
+    pub width: i32,
+    /// Frame height (`InputSize.cy`, ...).
+    pub height: i32,
+    /// `CropGranularityX`, `CropAlignX`, `OutputGranularityX`: the pixel
+    /// format's horizontal subsampling step.
+    pub granularity_x: i32,
+    /// `CropGranularityY`, `CropAlignY`, `OutputGranularityY`.
+    pub granularity_y: i32,
+    /// `MinFrameInterval` = `MaxFrameInterval`: the range's one rate.
+    pub frame_interval: i64,
+    /// `MinBitsPerSecond` = `MaxBitsPerSecond` (a `LONG`: saturated).
+    pub bits_per_second: i32,
+}
+
+impl VideoFormat {
+    /// The stream-config caps of this format's data range.
+    ///
+    /// # Errors
+    /// As [`VideoFormat::video_info`].
+    pub const fn config_caps(&self) -> Result<ConfigCaps, FormatError> {
+        let info = match self.video_info() {
+            Ok(i) => i,
+            Err(e) => return Err(e),
+        };
+        let (gx, gy) = self.pixel.granularity();
+        #[allow(clippy::cast_possible_wrap)]
+        let bits_per_second = if info.bit_rate > i32::MAX as u32 {
+            i32::MAX
+        } else {
+            info.bit_rate as i32
+        };
+        #[allow(clippy::cast_possible_wrap)]
+        Ok(ConfigCaps {
+            width: info.width,
+            height: info.height,
+            granularity_x: gx as i32,
+            granularity_y: gy as i32,
+            frame_interval: self.frame_interval,
+            bits_per_second,
+        })
+    }
+}
+
+/// What a caller's output buffer allows (the intersect handler's
+/// `DataBufferSize` against the bytes of the format it would write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputBuffer {
+    /// Size 0: the caller asks how big the result is. Report the size and
+    /// return `STATUS_BUFFER_OVERFLOW`.
+    SizeQuery,
+    /// Too small: `STATUS_BUFFER_TOO_SMALL`, nothing written.
+    TooSmall,
+    /// Large enough: write the format and return `STATUS_SUCCESS`.
+    Fits,
+}
+
+impl OutputBuffer {
+    /// Classifies a buffer of `available` bytes for a result of `needed` bytes.
+    #[must_use]
+    pub const fn check(available: u32, needed: u32) -> Self {
+        if available == 0 {
+            OutputBuffer::SizeQuery
+        } else if available < needed {
+            OutputBuffer::TooSmall
+        } else {
+            OutputBuffer::Fits
+        }
+    }
+
+    /// The status the handler returns.
+    #[must_use]
+    pub const fn ntstatus(self) -> NtStatus {
+        match self {
+            OutputBuffer::SizeQuery => STATUS_BUFFER_OVERFLOW,
+            OutputBuffer::TooSmall => STATUS_BUFFER_TOO_SMALL,
+            OutputBuffer::Fits => STATUS_SUCCESS,
+        }
     }
 }
 
@@ -783,6 +871,40 @@ mod tests {
             STATUS_INVALID_PARAMETER
         );
         assert_eq!(FormatError::UnsupportedSize.ntstatus(), STATUS_NO_MATCH);
+    }
+
+    #[test]
+    fn config_caps_describe_one_fixed_format() {
+        let f = VideoFormat {
+            pixel: PixelFormat::Nv12,
+            width: 1280,
+            height: 720,
+            frame_interval: 166_667,
+        };
+        let c = f.config_caps().unwrap();
+        assert_eq!(
+            (c.width, c.height, c.granularity_x, c.granularity_y),
+            (1280, 720, 2, 2)
+        );
+        assert_eq!(c.frame_interval, 166_667);
+        assert_eq!(c.bits_per_second, 1_382_400 * 8 * 60);
+        let big = VideoFormat {
+            pixel: PixelFormat::Rgb24,
+            width: 3840,
+            height: 2160,
+            frame_interval: 333_333,
+        };
+        assert_eq!(big.config_caps().unwrap().bits_per_second, i32::MAX);
+    }
+
+    #[test]
+    fn output_buffer_size_query_too_small_and_fits() {
+        assert_eq!(OutputBuffer::check(0, 152), OutputBuffer::SizeQuery);
+        assert_eq!(OutputBuffer::check(151, 152), OutputBuffer::TooSmall);
+        assert_eq!(OutputBuffer::check(152, 152), OutputBuffer::Fits);
+        assert_eq!(OutputBuffer::SizeQuery.ntstatus(), STATUS_BUFFER_OVERFLOW);
+        assert_eq!(OutputBuffer::TooSmall.ntstatus(), STATUS_BUFFER_TOO_SMALL);
+        assert_eq!(OutputBuffer::Fits.ntstatus(), STATUS_SUCCESS);
     }
 
     #[test]
