@@ -12,4 +12,6 @@
 //!   for `x86_64-pc-windows-msvc`.
 #![cfg_attr(feature = "kernel", no_std)]
 
+#[cfg(feature = "kernel")]
+mod kernel;
 pub mod portable;

@@ -1,0 +1,16 @@
+//! The KS/WDM shell (only with the `kernel` feature): everything that talks
+//! to ks.sys and ntoskrnl. It is `no_std` and builds only for
+//! `x86_64-pc-windows-msvc`.
+
+pub mod bindings;
+mod driver_entry;
+
+// The panic handler: a panic bug-checks the machine with a Rust-specific
+// code (wdk-panic). Not in test builds, where std provides one.
+#[cfg(not(test))]
+extern crate wdk_panic;
+
+/// Heap allocations (`alloc`) come from the non-paged pool (wdk-alloc).
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
