@@ -191,9 +191,21 @@ python3 "$scripts/wdk_shape_headers.py" "$mingw_include" "$include/km"
 mkdir -p "$libdir"
 extra_exports() {
     case "$1" in
-        ntoskrnl) echo ExAllocatePool2 ;;
+        # ExAllocatePool2 is newer than mingw-w64's import library. Since
+        # Windows 8 the x64 kernel exports the former HAL timing routines
+        # itself, and the WDK's x64 ntoskrnl.lib resolves them there;
+        # mingw-w64 lists KeQueryPerformanceCounter only in libhal.a.
+        ntoskrnl) printf '%s\n' ExAllocatePool2 KeQueryPerformanceCounter ;;
     esac
 }
+# Exports a mingw-w64 import library lists that the WDK's x64 library for
+# the same DLL does not resolve (see extra_exports).
+dropped_exports() {
+    case "$1" in
+        hal) echo KeQueryPerformanceCounter ;;
+    esac
+}
+import_libs_changed=0
 for spec in ntoskrnl:ntoskrnl.exe hal:HAL.dll wmilib:WMILIB.SYS ks:ks.sys; do
     lib=${spec%%:*}
     dll=${spec#*:}
@@ -210,10 +222,12 @@ for spec in ntoskrnl:ntoskrnl.exe hal:HAL.dll wmilib:WMILIB.SYS ks:ks.sys; do
                     }
                 }'
             extra_exports "$lib"
-        } | LC_ALL=C sort -u | sed -e 's/^/    /' -e 's/ *$//'
+        } | LC_ALL=C sort -u | grep -vxF -f <(dropped_exports "$lib"; echo '#none#') \
+          | sed -e 's/^/    /' -e 's/ *$//'
     } | write_if_changed "$libdir/$lib.def"
     if [[ ! -f "$libdir/$lib.lib" || "$libdir/$lib.def" -nt "$libdir/$lib.lib" ]]; then
         llvm-dlltool -m i386:x86-64 -d "$libdir/$lib.def" -l "$libdir/$lib.lib"
+        import_libs_changed=1
     fi
 done
 # The WDK's static /GS support library; rustc emits no /GS checks, so an
@@ -231,6 +245,11 @@ EOF
 chmod +x "$cross/bin/avscap-lld-link"
 
 target_dir="$cross/target"
+# cargo does not track the import libraries: when one changed, drop the
+# linked DLL so cargo links again (a missing output makes the unit stale).
+if [[ $import_libs_changed == 1 ]]; then
+    rm -f "$target_dir/$TARGET/release/avscap.dll"
+fi
 # cargo with everything the cross-build needs: run from the crate root, the
 # synthetic WDK (wall 2), bindgen/clang in MSVC mode over mingw-w64 headers needing
 # __GNUC__ and clang's own intrinsics headers (wall 4), the patched

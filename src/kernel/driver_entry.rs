@@ -7,7 +7,8 @@
 
 use wdk_sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING};
 
-use super::bindings::{KsInitializeDriver, KSDEVICE_DESCRIPTOR, KSDEVICE_DISPATCH};
+use super::bindings::{KsInitializeDriver, KSDEVICE_DESCRIPTOR};
+use super::device::DEVICE_DISPATCH;
 
 /// A descriptor or dispatch table that ks.sys reads for as long as the
 /// driver is loaded.
@@ -29,25 +30,6 @@ pub(crate) struct KsTable<T>(pub(crate) T);
 // values here; dereferencing one is `unsafe` and is justified where it
 // happens (ks.sys only reads these tables).
 unsafe impl<T: Copy> Sync for KsTable<T> {}
-
-/// Device-level callbacks. All `None` for now: AVStream then runs its default
-/// Plug and Play handling and the device exposes no filters.
-static DEVICE_DISPATCH: KSDEVICE_DISPATCH = KSDEVICE_DISPATCH {
-    Add: None,
-    Start: None,
-    PostStart: None,
-    QueryStop: None,
-    CancelStop: None,
-    Stop: None,
-    QueryRemove: None,
-    CancelRemove: None,
-    Remove: None,
-    QueryCapabilities: None,
-    SurpriseRemoval: None,
-    QueryPower: None,
-    SetPower: None,
-    QueryInterface: None,
-};
 
 /// The device descriptor given to `KsInitializeDriver`: the dispatch table
 /// above, no static filter descriptors (the filter factory is created at

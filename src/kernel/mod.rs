@@ -2,8 +2,15 @@
 //! to ks.sys and ntoskrnl. It is `no_std` and builds only for
 //! `x86_64-pc-windows-msvc`.
 
+mod allocator;
 pub mod bindings;
+mod capture_pin;
+mod device;
 mod driver_entry;
+mod filter;
+mod hardware;
+mod ks_format;
+mod nonpaged;
 
 // The panic handler: a panic bug-checks the machine with a Rust-specific
 // code (wdk-panic). Not in test builds, where std provides one.

@@ -1,0 +1,168 @@
+//! The capture pin's KS allocator (`KSALLOCATOR_DISPATCH`): frames carved
+//! from the allocator part of the device's common buffer by the core's
+//! frame pool. Used only when the graph manager picks it (kernel-to-kernel
+//! connections); the capture path works without it.
+//!
+//! IRQL: `InitializeAllocator` and `DeleteAllocator` run at PASSIVE_LEVEL
+//! (allocator create and close). `Allocate` and `Free` may run at
+//! DISPATCH_LEVEL on several CPUs at once: they only touch the pool's
+//! atomics and the nonpaged allocator context, never wait and never fail
+//! with anything but NULL / a refused free.
+
+use core::sync::atomic::Ordering;
+
+use wdk_sys::{
+    NTSTATUS, PVOID, STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
+};
+
+use super::bindings::{
+    framing_file_alignment, framing_requirements_flags, KSALLOCATOR_DISPATCH, PKSALLOCATOR_FRAMING,
+    PKSPIN,
+};
+use super::capture_pin::PinContext;
+use super::device::{debug_print, DeviceContext};
+use super::nonpaged::PoolBox;
+use crate::portable::frame_pool::FramePool;
+use crate::portable::framing::AllocatorFraming;
+
+/// One allocator instance: its pool and the pin and device it serves.
+struct AllocatorContext {
+    pool: FramePool,
+    pin: *const PinContext,
+    device: *const DeviceContext,
+}
+
+/// The allocator offered in `KSPIN_DISPATCH.Allocator`.
+pub(crate) static ALLOCATOR_DISPATCH: KSALLOCATOR_DISPATCH = KSALLOCATOR_DISPATCH {
+    InitializeAllocator: Some(initialize_allocator),
+    DeleteAllocator: Some(delete_allocator),
+    Allocate: Some(allocate_frame),
+    Free: Some(free_frame),
+};
+
+/// `AVStrMiniInitializeAllocator`: validates the requested framing with the
+/// core and builds a pool over the device's allocator carve-out.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn initialize_allocator(
+    pin: PKSPIN,
+    framing: PKSALLOCATOR_FRAMING,
+    context: *mut PVOID,
+) -> NTSTATUS {
+    if framing.is_null() || context.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the allocator is created on a created pin of this driver.
+    let Some(pin_context) = (unsafe { PinContext::of(pin) }) else {
+        return STATUS_DEVICE_NOT_READY;
+    };
+    let Some(device) = pin_context.device() else {
+        return STATUS_DEVICE_NOT_READY;
+    };
+    let Some(carve) = device
+        .buffer
+        .and_then(|b| device.layout.allocator_carve_out(&b.region))
+    else {
+        return STATUS_DEVICE_NOT_READY;
+    };
+    // SAFETY: ks.sys passes the framing from the create request it validated.
+    let f = unsafe { &*framing };
+    let request = AllocatorFraming {
+        flags: framing_requirements_flags(f),
+        pool_type: f.PoolType as u32,
+        frames: f.Frames,
+        frame_size: f.FrameSize,
+        file_alignment: framing_file_alignment(f),
+        reserved: f.Reserved,
+    };
+    let image = pin_context.format.layout().map_or(0, |l| l.image_size);
+    let pool = match FramePool::for_request(&request, image, &carve) {
+        Ok(pool) => pool,
+        Err(e) => return e.ntstatus(),
+    };
+    // One allocator instance at a time owns the carve-out.
+    if device
+        .carve_out_claimed
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    let allocator = AllocatorContext {
+        pool,
+        pin: core::ptr::from_ref(pin_context),
+        device: core::ptr::from_ref(device),
+    };
+    let Some(allocator) = PoolBox::try_new(allocator) else {
+        device.carve_out_claimed.store(false, Ordering::Release);
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let raw = allocator.into_raw();
+    // SAFETY: `raw` is live until DeleteAllocator, which clears this
+    // pointer under the same lock before freeing it.
+    pin_context.hardware.shared.lock().own = unsafe { &raw const (*raw).pool };
+    // SAFETY: ks.sys passes a valid out pointer.
+    unsafe { *context = raw.cast() };
+    STATUS_SUCCESS
+}
+
+/// `AVStrMiniAllocate`: a free slot's virtual address, or NULL when all are
+/// out.
+///
+/// IRQL: ≤ DISPATCH_LEVEL.
+unsafe extern "C" fn allocate_frame(context: PVOID) -> PVOID {
+    // SAFETY: `context` is the AllocatorContext InitializeAllocator returned,
+    // live until DeleteAllocator (after which ks.sys calls nothing).
+    let Some(allocator) = (unsafe { context.cast::<AllocatorContext>().as_ref() }) else {
+        return core::ptr::null_mut();
+    };
+    allocator
+        .pool
+        .allocate()
+        .map_or(core::ptr::null_mut(), |f| f.virtual_address as PVOID)
+}
+
+/// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign, misplaced
+/// or doubled pointer is refused by the pool, which counts it and changes
+/// nothing.
+///
+/// IRQL: ≤ DISPATCH_LEVEL.
+unsafe extern "C" fn free_frame(context: PVOID, frame: PVOID) {
+    // SAFETY: as in `allocate_frame`.
+    let Some(allocator) = (unsafe { context.cast::<AllocatorContext>().as_ref() }) else {
+        return;
+    };
+    if allocator.pool.free(frame as usize).is_err() {
+        debug_print(c"avscap: allocator Free refused a pointer that is not an allocated frame\n");
+    }
+}
+
+/// `AVStrMiniDeleteAllocator`: checks that every frame came back, detaches
+/// the pool from the pin and frees the context (never the common buffer:
+/// that belongs to the device).
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn delete_allocator(context: PVOID) {
+    // SAFETY: `context` came from PoolBox::into_raw in InitializeAllocator
+    // and ks.sys deletes each allocator once.
+    let Some(allocator) = (unsafe { PoolBox::from_raw(context.cast::<AllocatorContext>()) }) else {
+        return;
+    };
+    // SAFETY: the allocator is a child object of the pin, closed before it,
+    // so the pin context is still alive; the device outlives both.
+    let (pin, device) = unsafe { (allocator.pin.as_ref(), allocator.device.as_ref()) };
+    if let Some(pin) = pin {
+        let mut shared = pin.hardware.shared.lock();
+        if core::ptr::eq(shared.own, &raw const allocator.pool) {
+            shared.own = core::ptr::null();
+        }
+    }
+    if let Some(device) = device {
+        if allocator.pool.in_use() != 0 {
+            device.allocator_leaks.fetch_add(1, Ordering::Relaxed);
+            debug_print(c"avscap: allocator deleted with frames still out\n");
+        }
+        device.carve_out_claimed.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,644 @@
+//! The capture pin: descriptor (data ranges, allocator framing, flags),
+//! dispatch (Create, Close, SetDataFormat, SetDeviceState, Process), the
+//! intersect handler and the dropped-frames property.
+//!
+//! IRQL: every pin dispatch routine and the intersect and property handlers
+//! run at PASSIVE_LEVEL (the pin does not set
+//! `KSPIN_FLAG_DISPATCH_LEVEL_PROCESSING`, so Process is PASSIVE too).
+//! What the timer DPC shares with them is behind the hardware's spin lock.
+
+use core::ptr::{null, null_mut};
+
+use wdk_sys::{
+    GUID, NTSTATUS, PIRP, PULONG, PVOID, STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NO_MATCH, STATUS_PENDING,
+    STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
+};
+
+use super::allocator::ALLOCATOR_DISPATCH;
+use super::bindings::{
+    self, _KsEdit, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvanceOffsets,
+    KsStreamPointerClone, KsStreamPointerUnlock, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST,
+    KSAUTOMATION_TABLE, KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSPIN_COMMUNICATION,
+    KSPIN_DATAFLOW, KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY,
+    KSPROPERTY_DROPPEDFRAMES_CURRENT_S, KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER,
+    KSSTREAM_POINTER_STATE, KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT,
+    PKSDATARANGE, PKSIDENTIFIER, PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN, PKSSTREAM_POINTER,
+};
+use super::device::DeviceContext;
+use super::driver_entry::KsTable;
+use super::hardware::{Engine, Hardware};
+use super::ks_format::{
+    format_for, our_range, read_client_range, read_format, to_guid, ulong_size_of,
+    KS_DATA_RANGE_POINTERS,
+};
+use super::nonpaged::{PoolBox, POOL_TAG};
+use crate::portable::capture_engine::{route_frame, DmaTarget, RouteError, Target};
+use crate::portable::frame_pool::FramePool;
+use crate::portable::framing::{self, PinFraming, DEFAULT_PIN_FRAMES};
+use crate::portable::guid::{PIN_CATEGORY_CAPTURE, PROPSETID_VIDCAP_DROPPEDFRAMES};
+use crate::portable::pin_state::{format_change_allowed, transition, HardwareAction, KsState};
+use crate::portable::video_format::{
+    intersect, validate_format, FrameLayout, OutputBuffer, VideoFormat, DATA_RANGE_COUNT,
+};
+
+/// Per-pin state, in `KSPIN.Context` from Create to Close.
+pub(crate) struct PinContext {
+    device: *const DeviceContext,
+    pub(crate) format: VideoFormat,
+    pub(crate) hardware: Hardware,
+    /// This pin holds the device's hardware claim (ACQUIRE and above).
+    claimed: bool,
+}
+
+impl PinContext {
+    /// The context of a created pin.
+    ///
+    /// # Safety
+    /// `pin` is a live pin of this driver whose Create succeeded and whose
+    /// Close has not run.
+    pub(crate) unsafe fn of<'a>(pin: PKSPIN) -> Option<&'a PinContext> {
+        // SAFETY: the caller's guarantee: Context is the PinContext Create set.
+        unsafe { (*pin).Context.cast::<PinContext>().as_ref() }
+    }
+
+    /// The device context this pin streams from.
+    pub(crate) fn device(&self) -> Option<&DeviceContext> {
+        // SAFETY: the device outlives its pins.
+        unsafe { self.device.as_ref() }
+    }
+}
+
+// --- Descriptor -------------------------------------------------------------
+
+const fn framing_ex(p: &PinFraming) -> KSALLOCATOR_FRAMING_EX {
+    // SAFETY: integers and GUIDs; all-zero is valid.
+    let mut f: KSALLOCATOR_FRAMING_EX = unsafe { core::mem::zeroed() };
+    f.CountItems = 1;
+    f.PinFlags = 0;
+    f.OutputCompression.RatioNumerator = 1;
+    f.OutputCompression.RatioDenominator = 1;
+    f.OutputCompression.RatioConstantMargin = 0;
+    f.PinWeight = 0;
+    let item = &mut f.FramingItem[0];
+    item.MemoryType = to_guid(p.memory_type);
+    item.BusType = to_guid(p.bus_type);
+    item.Flags = p.flags;
+    item.Frames = p.frames;
+    bindings::set_framing_item_file_alignment(item, p.file_alignment);
+    item.PhysicalRange.MinFrameSize = p.physical_range.min;
+    item.PhysicalRange.MaxFrameSize = p.physical_range.max;
+    item.PhysicalRange.Stepping = p.physical_range.stepping;
+    item.FramingRange.Range.MinFrameSize = p.framing_range.min;
+    item.FramingRange.Range.MaxFrameSize = p.framing_range.max;
+    item.FramingRange.Range.Stepping = p.framing_range.stepping;
+    f
+}
+
+/// The declared framing (edited per connection in Create, never in place).
+static PIN_FRAMING: KSALLOCATOR_FRAMING_EX = framing_ex(&PinFraming::declared());
+
+static PIN_CATEGORY: GUID = to_guid(PIN_CATEGORY_CAPTURE);
+
+static PIN_DISPATCH: KsTable<KSPIN_DISPATCH> = KsTable(KSPIN_DISPATCH {
+    Create: Some(pin_create),
+    Close: Some(pin_close),
+    Process: Some(pin_process),
+    Reset: None,
+    SetDataFormat: Some(pin_set_data_format),
+    SetDeviceState: Some(pin_set_device_state),
+    Connect: None,
+    Disconnect: None,
+    Clock: null(),
+    Allocator: &raw const ALLOCATOR_DISPATCH,
+});
+
+static DROPPED_FRAMES_PROPERTIES: KsTable<[KSPROPERTY_ITEM; 1]> = KsTable([{
+    // SAFETY: integers, pointers and option-of-fn; all-zero is valid (no
+    // set handler, no values, no relations).
+    let mut item: KSPROPERTY_ITEM = unsafe { core::mem::zeroed() };
+    item.PropertyId =
+        bindings::KSPROPERTY_VIDCAP_DROPPEDFRAMES::KSPROPERTY_DROPPEDFRAMES_CURRENT as u32;
+    item.__bindgen_anon_1.GetPropertyHandler = Some(get_dropped_frames);
+    item.MinProperty = ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
+    item.MinData = ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
+    item
+}]);
+
+static DROPPED_FRAMES_SET_ID: GUID = to_guid(PROPSETID_VIDCAP_DROPPEDFRAMES);
+
+static PIN_PROPERTY_SETS: KsTable<[KSPROPERTY_SET; 1]> = KsTable([KSPROPERTY_SET {
+    Set: &raw const DROPPED_FRAMES_SET_ID,
+    PropertiesCount: 1,
+    PropertyItem: DROPPED_FRAMES_PROPERTIES.0.as_ptr(),
+    FastIoCount: 0,
+    FastIoTable: null(),
+}]);
+
+static PIN_AUTOMATION: KsTable<KSAUTOMATION_TABLE> = KsTable(KSAUTOMATION_TABLE {
+    PropertySetsCount: 1,
+    PropertyItemSize: ulong_size_of::<KSPROPERTY_ITEM>(),
+    PropertySets: PIN_PROPERTY_SETS.0.as_ptr(),
+    MethodSetsCount: 0,
+    MethodItemSize: ulong_size_of::<KSMETHOD_ITEM>(),
+    MethodSets: null(),
+    EventSetsCount: 0,
+    EventItemSize: ulong_size_of::<KSEVENT_ITEM>(),
+    EventSets: null(),
+});
+
+/// The capture pin's descriptor.
+pub(crate) static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable({
+    // SAFETY: pointers, integers and option-of-fn; all-zero is valid (no
+    // interfaces and mediums: the standard streaming ones).
+    let mut d: KSPIN_DESCRIPTOR_EX = unsafe { core::mem::zeroed() };
+    d.Dispatch = &raw const PIN_DISPATCH.0;
+    d.AutomationTable = &raw const PIN_AUTOMATION.0;
+    #[allow(clippy::cast_possible_truncation)]
+    {
+        d.PinDescriptor.DataRangesCount = DATA_RANGE_COUNT as u32;
+    }
+    d.PinDescriptor.DataRanges = KS_DATA_RANGE_POINTERS.0.as_ptr();
+    d.PinDescriptor.DataFlow = KSPIN_DATAFLOW::KSPIN_DATAFLOW_OUT;
+    d.PinDescriptor.Communication = KSPIN_COMMUNICATION::KSPIN_COMMUNICATION_BOTH;
+    d.PinDescriptor.Category = &raw const PIN_CATEGORY;
+    d.PinDescriptor.Name = &raw const PIN_CATEGORY;
+    // Process only in RUN; no GENERATE_MAPPINGS: the common-buffer design
+    // writes through virtual addresses.
+    d.Flags = KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY;
+    d.InstancesPossible = 1;
+    d.InstancesNecessary = 1;
+    d.AllocatorFraming = &raw const PIN_FRAMING;
+    d.IntersectHandler = Some(intersect_handler);
+    d
+});
+
+// --- Create / Close / format -----------------------------------------------
+
+/// The connection format, validated by the core.
+///
+/// # Safety
+/// `pin` is live and its `ConnectionFormat` set (true from SetDataFormat on).
+unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
+    // SAFETY: the caller's guarantee; ks.sys validated FormatSize against
+    // the buffer it allocated for the format.
+    let format = unsafe { (*pin).ConnectionFormat };
+    if format.is_null() {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    // SAFETY: as above.
+    let proposed = unsafe { read_format(format) };
+    validate_format(&proposed).map_err(|e| e.ntstatus())
+}
+
+/// The staging slots of the device's common buffer, laid out for frames of
+/// `layout`.
+fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePool, NTSTATUS> {
+    let buffer = device.buffer.ok_or(STATUS_DEVICE_NOT_READY)?;
+    let region = device
+        .layout
+        .staging_region(&buffer.region)
+        .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+    let plan = framing::staging_plan(layout, device.layout.staging_slots, &region)
+        .map_err(|e| e.ntstatus())?;
+    Ok(FramePool::with_plan(region, plan))
+}
+
+/// Replaces the pin's descriptor and framing with per-pin copies
+/// (`_KsEdit`; the statics are never written) and writes the connection's
+/// framing into the copy. Editing an already edited item is a no-op.
+///
+/// IRQL: PASSIVE_LEVEL, pin control mutex held (Create, SetDataFormat).
+unsafe fn edit_framing(pin: PKSPIN, framing: &PinFraming) -> NTSTATUS {
+    let descriptor_size = ulong_size_of::<KSPIN_DESCRIPTOR_EX>();
+    let framing_size = ulong_size_of::<KSALLOCATOR_FRAMING_EX>();
+    // SAFETY: live pin, PASSIVE, mutex held (caller). `_KsEdit` replaces the
+    // pointer it is given with a bag-owned copy of the item; we then only
+    // write to that copy.
+    unsafe {
+        let status = _KsEdit(
+            (*pin).Bag,
+            (&raw mut (*pin).Descriptor).cast::<PVOID>(),
+            descriptor_size,
+            descriptor_size,
+            POOL_TAG,
+        );
+        if status < 0 {
+            return status;
+        }
+        let descriptor = (*pin).Descriptor.cast_mut();
+        let status = _KsEdit(
+            (*pin).Bag,
+            (&raw mut (*descriptor).AllocatorFraming).cast::<PVOID>(),
+            framing_size,
+            framing_size,
+            POOL_TAG,
+        );
+        if status < 0 {
+            return status;
+        }
+        (*descriptor)
+            .AllocatorFraming
+            .cast_mut()
+            .write(framing_ex(framing));
+    }
+    STATUS_SUCCESS
+}
+
+/// `AVStrMiniPinCreate`.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
+    // SAFETY: AVStream passes a live pin with its connection format set.
+    let format = match unsafe { connection_format(pin) } {
+        Ok(f) => f,
+        Err(status) => return status,
+    };
+    // SAFETY: live pin of this driver.
+    let Some(device) = (unsafe { DeviceContext::of_object(pin.cast()) }) else {
+        return STATUS_DEVICE_NOT_READY;
+    };
+    let Ok(layout) = format.layout() else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let staging = match staging_pool(device, &layout) {
+        Ok(pool) => pool,
+        Err(status) => return status,
+    };
+    let Ok(pin_framing) = PinFraming::for_format(&format, DEFAULT_PIN_FRAMES) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let context = PinContext {
+        device: core::ptr::from_ref(device),
+        format,
+        hardware: Hardware::new(pin, layout, staging),
+        claimed: false,
+    };
+    let Some(mut context) = PoolBox::try_new(context) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    context.hardware.init();
+    // SAFETY: live pin, PASSIVE, control mutex held during Create.
+    let status = unsafe { edit_framing(pin, &pin_framing) };
+    if status < 0 {
+        return status; // `context` drops here
+    }
+    // SAFETY: live pin; StreamHeaderSize and Context are the minidriver's.
+    unsafe {
+        (*pin).StreamHeaderSize =
+            ulong_size_of::<KSSTREAM_HEADER>() + ulong_size_of::<KS_FRAME_INFO>();
+        (*pin).Context = context.into_raw().cast();
+    }
+    STATUS_SUCCESS
+}
+
+/// `AVStrMiniPinClose`: stops the hardware if a stop was skipped, gives the
+/// claim back and frees the context.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
+    // SAFETY: Context is the pointer Create made with PoolBox::into_raw;
+    // Close runs once, after every other pin callback.
+    let Some(mut context) = (unsafe { PoolBox::from_raw((*pin).Context.cast::<PinContext>()) })
+    else {
+        return STATUS_SUCCESS;
+    };
+    context.hardware.stop_and_flush();
+    context.hardware.release();
+    release_claim(&mut context);
+    // SAFETY: live pin; the context is gone with `context`.
+    unsafe { (*pin).Context = null_mut() };
+    STATUS_SUCCESS
+}
+
+fn release_claim(context: &mut PinContext) {
+    if core::mem::take(&mut context.claimed) {
+        if let Some(device) = context.device() {
+            device
+                .hardware_claimed
+                .store(false, core::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// `AVStrMiniPinSetDataFormat`: the core validates the format; before Create
+/// (`old_format` NULL) that is all; on a connected pin the change is allowed
+/// only in STOP and re-derives the staging slots and the framing.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn pin_set_data_format(
+    pin: PKSPIN,
+    old_format: PKSDATAFORMAT,
+    _old_attributes: PKSMULTIPLE_ITEM,
+    _range: *const KSDATARANGE,
+    _attribute_range: *const KSATTRIBUTE_LIST,
+) -> NTSTATUS {
+    // SAFETY: AVStream passes a live pin whose ConnectionFormat is the
+    // format being proposed.
+    let format = match unsafe { connection_format(pin) } {
+        Ok(f) => f,
+        Err(status) => return status,
+    };
+    if old_format.is_null() {
+        return STATUS_SUCCESS; // Context still belongs to the filter here
+    }
+    // SAFETY: a pin with an old format has been created.
+    let state = KsState::from_raw(unsafe { (*pin).DeviceState });
+    if !state.is_some_and(format_change_allowed) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    // SAFETY: created pin; the context is only read here and, in STOP, no
+    // DPC runs.
+    let Some(context) = (unsafe { (*pin).Context.cast::<PinContext>().as_mut() }) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    let (Ok(layout), Ok(pin_framing)) = (
+        format.layout(),
+        PinFraming::for_format(&format, DEFAULT_PIN_FRAMES),
+    ) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let staging = match context
+        .device()
+        .ok_or(STATUS_DEVICE_NOT_READY)
+        .and_then(|d| staging_pool(d, &layout))
+    {
+        Ok(pool) => pool,
+        Err(status) => return status,
+    };
+    if !context.hardware.reformat(layout, staging) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    context.format = format;
+    // SAFETY: live pin, PASSIVE, control mutex held.
+    unsafe { edit_framing(pin, &pin_framing) }
+}
+
+/// `AVStrMiniPinSetDeviceState`: runs the core's transition actions on the
+/// hardware. Never returns `STATUS_PENDING`.
+///
+/// IRQL: PASSIVE_LEVEL, filter control mutex held.
+unsafe extern "C" fn pin_set_device_state(
+    pin: PKSPIN,
+    to: KSSTATE::Type,
+    from: KSSTATE::Type,
+) -> NTSTATUS {
+    let (Some(to), Some(from)) = (KsState::from_raw(to), KsState::from_raw(from)) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: created pin; its state changes are serialised by the control
+    // mutex, so this is the only mutable use of the context's plain fields.
+    let Some(context) = (unsafe { (*pin).Context.cast::<PinContext>().as_mut() }) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    for action in transition(from, to).iter() {
+        match action {
+            HardwareAction::Acquire => {
+                let Some(device) = context.device() else {
+                    return STATUS_DEVICE_NOT_READY;
+                };
+                if device
+                    .hardware_claimed
+                    .compare_exchange(
+                        false,
+                        true,
+                        core::sync::atomic::Ordering::AcqRel,
+                        core::sync::atomic::Ordering::Acquire,
+                    )
+                    .is_err()
+                {
+                    return STATUS_SHARING_VIOLATION; // another pin streams
+                }
+                context.claimed = true;
+                let image = context.format.layout().map_or(0, |l| l.image_size);
+                let Ok(engine) = Engine::new(context.format.frame_interval, image) else {
+                    release_claim(context);
+                    return STATUS_INVALID_PARAMETER;
+                };
+                context.hardware.acquire(engine);
+            }
+            HardwareAction::Run => context.hardware.run(),
+            HardwareAction::Pause => context.hardware.pause(),
+            HardwareAction::StopAndFlush => context.hardware.stop_and_flush(),
+            HardwareAction::Release => {
+                context.hardware.release();
+                release_claim(context);
+            }
+        }
+    }
+    STATUS_SUCCESS
+}
+
+// --- Process ----------------------------------------------------------------
+
+/// What Process does with the frame under the leading edge.
+enum Step {
+    /// Cloned and queued to the hardware: move on to the next frame.
+    Queued,
+    /// The frame cannot hold the image: complete it empty and move on.
+    Skip,
+    /// No room in the hardware, no staging slot or no clone: stop here and
+    /// let the DPC restart processing.
+    Pend,
+}
+
+/// `AVStrMiniPinProcess`: hands every queued frame to the hardware, in
+/// place when it is one of the allocator's frames, else through a staging
+/// slot; returns `STATUS_PENDING` when the hardware is full (the DPC calls
+/// `KsPinAttemptProcessing` after the next completion).
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
+    // SAFETY: Process only runs on a created pin.
+    let Some(context) = (unsafe { PinContext::of(pin) }) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    let hardware = &context.hardware;
+    // SAFETY: live pin; a locked leading edge or NULL.
+    let leading = unsafe {
+        KsPinGetLeadingEdgeStreamPointer(pin, KSSTREAM_POINTER_STATE::KSSTREAM_POINTER_STATE_LOCKED)
+    };
+    if leading.is_null() {
+        hardware.shared.lock().pend_io = true;
+        return STATUS_PENDING;
+    }
+    let mut status;
+    loop {
+        // SAFETY: `leading` is locked: its header and offsets are valid.
+        let (data, remaining) = unsafe {
+            let offset = &(*leading).OffsetOut;
+            (offset.__bindgen_anon_1.Data, offset.Remaining)
+        };
+        let step = if data.is_null() || remaining == 0 {
+            Step::Skip
+        } else {
+            // SAFETY: see `queue_frame`.
+            unsafe { queue_frame(hardware, leading, data as usize, remaining) }
+        };
+        match step {
+            Step::Pend => {
+                status = STATUS_PENDING;
+                break;
+            }
+            Step::Skip => {
+                // SAFETY: locked leading edge; its header is writable.
+                unsafe { (*(*leading).StreamHeader).DataUsed = 0 };
+            }
+            Step::Queued => {}
+        }
+        // SAFETY: locked leading edge; advancing by the whole remainder
+        // moves it to the next frame (and relocks it), the clone keeps the
+        // queued frame alive.
+        status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0) };
+        if status < 0 {
+            break;
+        }
+    }
+    if status >= 0 {
+        // SAFETY: the leading edge is still locked (no failed advance).
+        unsafe { KsStreamPointerUnlock(leading, 0) };
+    } else if status == STATUS_DEVICE_NOT_READY {
+        status = STATUS_SUCCESS; // ran off the end of the queue
+    }
+    if status < 0 || status == STATUS_PENDING {
+        hardware.shared.lock().pend_io = true;
+    }
+    status
+}
+
+/// Routes the frame under the locked leading edge, clones it and queues
+/// the clone, all under the hardware lock so the DPC never sees a half-made
+/// target.
+///
+/// # Safety
+/// `leading` is the pin's locked leading edge, `data` its frame's system
+/// address with `remaining` bytes.
+unsafe fn queue_frame(
+    hardware: &Hardware,
+    leading: PKSSTREAM_POINTER,
+    data: usize,
+    remaining: u32,
+) -> Step {
+    let mut shared = hardware.shared.lock();
+    let shared = &mut *shared;
+    let image = shared.layout.image_size;
+    let Some(engine) = shared
+        .engine
+        .as_mut()
+        .filter(|e| e.is_running() && e.has_room())
+    else {
+        return Step::Pend;
+    };
+    // SAFETY: `own` is the allocator's pool, live while set (DeleteAllocator
+    // clears it under this lock before freeing it).
+    let own = unsafe { shared.own.as_ref() };
+    let dma = match route_frame(own, &shared.staging, data, remaining, image) {
+        Ok(dma) => dma,
+        Err(RouteError::FrameTooSmall { .. }) => return Step::Skip,
+        Err(RouteError::NoStagingSlot) => return Step::Pend,
+    };
+    let mut clone: PKSSTREAM_POINTER = null_mut();
+    // SAFETY: locked leading edge; cloning is allowed at DISPATCH_LEVEL (we
+    // hold a spin lock); no cancel callback: the clone stays locked, so its
+    // frame cannot be cancelled under the hardware.
+    let status = unsafe { KsStreamPointerClone(leading, None, 0, &raw mut clone) };
+    if status < 0 || clone.is_null() {
+        if let DmaTarget::Staging(slot) = dma {
+            let _ = shared.staging.free(slot.virtual_address);
+        }
+        return Step::Pend;
+    }
+    match engine.submit(Target { cookie: clone, dma }) {
+        Ok(()) => Step::Queued,
+        // Unreachable (room was checked under the same lock); handled anyway.
+        Err(target) => {
+            if let DmaTarget::Staging(slot) = target.dma {
+                let _ = shared.staging.free(slot.virtual_address);
+            }
+            // SAFETY: the clone was just made and is ours.
+            unsafe { bindings::KsStreamPointerDelete(clone) };
+            Step::Pend
+        }
+    }
+}
+
+// --- Intersection and properties ---------------------------------------------
+
+/// `AVStrMiniIntersectHandlerEx`: our range against the caller's, by the
+/// core's rules; writes a `KS_DATAFORMAT_VIDEOINFOHEADER`.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn intersect_handler(
+    _filter: PVOID,
+    _irp: PIRP,
+    _pin: PKSP_PIN,
+    caller_range: PKSDATARANGE,
+    our_range_ptr: PKSDATARANGE,
+    buffer_size: u32,
+    data: PVOID,
+    data_size: PULONG,
+) -> NTSTATUS {
+    let Some(ours) = our_range(our_range_ptr) else {
+        return STATUS_NO_MATCH;
+    };
+    // SAFETY: ks.sys checked the caller's range against the request buffer.
+    let client = unsafe { read_client_range(caller_range) };
+    let format = match intersect(&client, &ours) {
+        Ok(f) => f,
+        Err(e) => return e.ntstatus(),
+    };
+    let Some(result) = format_for(&format) else {
+        return STATUS_NO_MATCH;
+    };
+    let needed = ulong_size_of::<KS_DATAFORMAT_VIDEOINFOHEADER>();
+    let check = OutputBuffer::check(buffer_size, needed);
+    if check == OutputBuffer::Fits {
+        // SAFETY: `data` holds `buffer_size` >= `needed` writable bytes
+        // (ks.sys's contract); possibly unaligned.
+        unsafe {
+            data.cast::<KS_DATAFORMAT_VIDEOINFOHEADER>()
+                .write_unaligned(result)
+        };
+    }
+    if check != OutputBuffer::TooSmall && !data_size.is_null() {
+        // SAFETY: ks.sys passes a valid out pointer.
+        unsafe { *data_size = needed };
+    }
+    check.ntstatus()
+}
+
+/// `KSPROPERTY_DROPPEDFRAMES_CURRENT` get handler: frames due, dropped, and
+/// the average frame size of the stream.
+///
+/// IRQL: PASSIVE_LEVEL. ks.sys has checked the buffers against the item's
+/// MinProperty / MinData before calling.
+unsafe extern "C" fn get_dropped_frames(
+    irp: PIRP,
+    _request: PKSIDENTIFIER,
+    data: PVOID,
+) -> NTSTATUS {
+    // SAFETY: a property IRP on a pin of this driver.
+    let pin = unsafe { bindings::KsGetPinFromIrp(irp) };
+    if pin.is_null() || data.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: properties reach only created pins.
+    let Some(context) = (unsafe { PinContext::of(pin) }) else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    let stats = context.hardware.stats();
+    let average = context.format.layout().map_or(0, |l| l.image_size);
+    // SAFETY: `data` holds at least MinData bytes: a whole
+    // KSPROPERTY_DROPPEDFRAMES_CURRENT_S; possibly unaligned.
+    unsafe {
+        let out = data.cast::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
+        let mut value = out.read_unaligned();
+        value.PictureNumber = i64::try_from(stats.picture_number()).unwrap_or(i64::MAX);
+        value.DropCount = i64::try_from(stats.dropped).unwrap_or(i64::MAX);
+        value.AverageFrameSize = average;
+        out.write_unaligned(value);
+        (*irp).IoStatus.Information =
+            u64::from(ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>());
+    }
+    STATUS_SUCCESS
+}

@@ -1,0 +1,383 @@
+//! The AVStream device: PnP dispatch (Add, Start, Stop, Remove), the filter
+//! factory, and the one common buffer the allocator and the staging slots
+//! are carved from.
+//!
+//! All device callbacks run at PASSIVE_LEVEL (AVStream calls them from PnP
+//! IRP dispatch or its own worker). The device context they manage is in
+//! nonpaged pool because pins and DPCs read it.
+
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicU32};
+
+use wdk_sys::ntddk::{
+    DbgPrint, IoGetDmaAdapter, MmAllocateContiguousMemorySpecifyCache,
+    MmFreeContiguousMemorySpecifyCache, MmGetPhysicalAddress,
+};
+use wdk_sys::{
+    _INTERFACE_TYPE, _MEMORY_CACHING_TYPE, DEVICE_DESCRIPTION, NTSTATUS, PCM_RESOURCE_LIST,
+    PDMA_ADAPTER, PHYSICAL_ADDRESS, PIRP, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+};
+
+use super::bindings::{
+    KsAcquireDevice, KsAddItemToObjectBag, KsCreateFilterFactory, KsReleaseDevice,
+    KSCREATE_ITEM_FREEONSTOP, KSDEVICE_DISPATCH, PKSDEVICE,
+};
+use super::filter::FILTER_DESCRIPTOR;
+use super::nonpaged::PoolBox;
+use crate::portable::common_buffer::CommonBufferLayout;
+use crate::portable::frame_pool::Region;
+
+/// `DEVICE_DESCRIPTION_VERSION` (the original layout, which both header
+/// sets define identically).
+const DEVICE_DESCRIPTION_VERSION: u32 = 0;
+/// Highest physical address a 32-bit bus master reaches.
+const HIGHEST_32BIT_ADDRESS: i64 = 0xFFFF_FFFF;
+
+/// Where the common buffer came from; it goes back the same way.
+#[derive(Clone, Copy)]
+enum BufferSource {
+    /// `DMA_OPERATIONS.AllocateCommonBuffer` of this adapter.
+    Adapter(PDMA_ADAPTER),
+    /// `MmAllocateContiguousMemorySpecifyCache`, when no adapter was granted.
+    Contiguous,
+}
+
+/// The device's common buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct CommonBuffer {
+    /// Addresses and length.
+    pub(crate) region: Region,
+    source: BufferSource,
+}
+
+/// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
+/// the device).
+pub(crate) struct DeviceContext {
+    /// How the common buffer is divided.
+    pub(crate) layout: CommonBufferLayout,
+    /// The common buffer, from Start to Stop/Remove.
+    pub(crate) buffer: Option<CommonBuffer>,
+    /// Set while a pin owns the simulated hardware (STOP → ACQUIRE claims it).
+    pub(crate) hardware_claimed: AtomicBool,
+    /// Set while an allocator instance owns the allocator carve-out.
+    pub(crate) carve_out_claimed: AtomicBool,
+    /// Allocators deleted with frames still out (each one a debug print).
+    pub(crate) allocator_leaks: AtomicU32,
+}
+
+impl DeviceContext {
+    /// The context of the device that owns a KS object (filter, pin).
+    ///
+    /// # Safety
+    /// `object` is a live `PKSFILTER` or `PKSPIN` of this driver, whose device
+    /// went through [`device_add`].
+    pub(crate) unsafe fn of_object<'a>(object: PVOID) -> Option<&'a DeviceContext> {
+        // SAFETY: KsGetDevice takes any AVStream object and returns its
+        // device, valid while the object lives (caller's guarantee).
+        let device = unsafe { super::bindings::KsGetDevice(object) };
+        if device.is_null() {
+            return None;
+        }
+        // SAFETY: `device` is a live KSDEVICE; its Context was set by
+        // `device_add` to a DeviceContext that lives as long as the device.
+        unsafe { (*device).Context.cast::<DeviceContext>().as_ref() }
+    }
+}
+
+/// The device dispatch table (brief §4.2).
+pub(crate) static DEVICE_DISPATCH: KSDEVICE_DISPATCH = KSDEVICE_DISPATCH {
+    Add: Some(device_add),
+    Start: Some(device_start),
+    PostStart: None,
+    QueryStop: None,
+    CancelStop: None,
+    Stop: Some(device_stop),
+    QueryRemove: None,
+    CancelRemove: None,
+    Remove: Some(device_remove),
+    QueryCapabilities: None,
+    SurpriseRemoval: None,
+    QueryPower: None,
+    SetPower: None,
+    QueryInterface: None,
+};
+
+/// Frees a device context when AVStream empties the device's object bag.
+///
+/// IRQL: PASSIVE_LEVEL (object-bag cleanup at device removal).
+unsafe extern "C" fn free_device_context(context: PVOID) {
+    // SAFETY: `context` is the pointer `device_add` bagged, made by
+    // PoolBox::into_raw and owned by the bag alone; the bag frees it once.
+    drop(unsafe { PoolBox::from_raw(context.cast::<DeviceContext>()) });
+}
+
+/// `AVStrMiniDeviceAdd`: creates the device context.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
+    let Ok(layout) = CommonBufferLayout::for_device() else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let context = DeviceContext {
+        layout,
+        buffer: None,
+        hardware_claimed: AtomicBool::new(false),
+        carve_out_claimed: AtomicBool::new(false),
+        allocator_leaks: AtomicU32::new(0),
+    };
+    let Some(context) = PoolBox::try_new(context) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let raw = context.into_raw();
+    // SAFETY: AVStream passes a live device at PASSIVE_LEVEL; the bag is
+    // edited under the device mutex, as KsAddItemToObjectBag requires.
+    let status = unsafe {
+        KsAcquireDevice(device);
+        let status = KsAddItemToObjectBag((*device).Bag, raw.cast(), Some(free_device_context));
+        KsReleaseDevice(device);
+        status
+    };
+    if status < 0 {
+        // SAFETY: the bag did not take the pointer; we still own it.
+        drop(unsafe { PoolBox::from_raw(raw) });
+        return status;
+    }
+    // SAFETY: live device; Context is ours to set from Add on.
+    unsafe { (*device).Context = raw.cast() };
+    STATUS_SUCCESS
+}
+
+/// `AVStrMiniDevicePostStart`'s predecessor, `AVStrMiniDeviceStart`: on the
+/// first start, allocates the common buffer and creates the filter factory.
+///
+/// IRQL: PASSIVE_LEVEL. Never returns `STATUS_PENDING`.
+unsafe extern "C" fn device_start(
+    device: PKSDEVICE,
+    _irp: PIRP,
+    _translated: PCM_RESOURCE_LIST,
+    _untranslated: PCM_RESOURCE_LIST,
+) -> NTSTATUS {
+    // SAFETY: AVStream passes a live device whose Context `device_add` set.
+    let (started, context) = unsafe {
+        (
+            (*device).Started != 0,
+            (*device).Context.cast::<DeviceContext>(),
+        )
+    };
+    if started {
+        return STATUS_SUCCESS; // PnP may send a second start; nothing to redo
+    }
+    // SAFETY: the context lives as long as the device; device callbacks are
+    // serialised by AVStream, so no other reference is in use.
+    let Some(context) = (unsafe { context.as_mut() }) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    if context.buffer.is_none() {
+        // SAFETY: live device at PASSIVE_LEVEL.
+        let Some(buffer) = (unsafe { allocate_common_buffer(device, context.layout.total) }) else {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        };
+        context.buffer = Some(buffer);
+    }
+    // SAFETY: live device at PASSIVE_LEVEL; the factory is created under the
+    // device mutex. The descriptor is an immutable static. The reference
+    // string is a NUL-terminated UTF-16 static that ks.sys only reads (the
+    // parameter is `PWSTR` only for historical reasons).
+    let status = unsafe {
+        KsAcquireDevice(device);
+        let status = KsCreateFilterFactory(
+            (*device).FunctionalDeviceObject,
+            &raw const FILTER_DESCRIPTOR.0,
+            REFERENCE_STRING.as_ptr().cast_mut(),
+            null_mut(),
+            KSCREATE_ITEM_FREEONSTOP,
+            None,
+            None,
+            null_mut(),
+        );
+        KsReleaseDevice(device);
+        status
+    };
+    if status < 0 {
+        // SAFETY: nothing uses the buffer yet (no factory, so no filter).
+        unsafe { release_common_buffer(context) };
+    }
+    status
+}
+
+/// `"GLOBAL"`: the filter factory's reference string; the INF's
+/// `AddInterface` lines use the same.
+static REFERENCE_STRING: [u16; 7] = [
+    b'G' as u16,
+    b'L' as u16,
+    b'O' as u16,
+    b'B' as u16,
+    b'A' as u16,
+    b'L' as u16,
+    0,
+];
+
+/// `AVStrMiniDeviceStop`: gives the common buffer back.
+///
+/// IRQL: PASSIVE_LEVEL. AVStream has closed every filter (the factory is
+/// `KSCREATE_ITEM_FREEONSTOP`), so no pin or allocator uses the buffer.
+unsafe extern "C" fn device_stop(device: PKSDEVICE, _irp: PIRP) {
+    // SAFETY: live device; Context set by `device_add`.
+    if let Some(context) = unsafe { (*device).Context.cast::<DeviceContext>().as_mut() } {
+        // SAFETY: see the function's IRQL and lifetime notes.
+        unsafe { release_common_buffer(context) };
+    }
+}
+
+/// `AVStrMiniDeviceRemove`: as Stop (a surprise removal may skip Stop).
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn device_remove(device: PKSDEVICE, irp: PIRP) {
+    // SAFETY: same contract as device_stop.
+    unsafe { device_stop(device, irp) };
+}
+
+/// Gets the common buffer: a DMA adapter for a 32-bit bus master and its
+/// `AllocateCommonBuffer`, or, when no adapter is granted (a root-enumerated
+/// device may get none), physically contiguous memory below 4 GiB.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<CommonBuffer> {
+    let length = u32::try_from(total).ok()?;
+    // SAFETY: DEVICE_DESCRIPTION is integers and BOOLEANs; all-zero is valid.
+    let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
+    description.Version = DEVICE_DESCRIPTION_VERSION;
+    description.Master = 1;
+    description.ScatterGather = 0;
+    description.Dma32BitAddresses = 1;
+    description.InterfaceType = _INTERFACE_TYPE::Internal;
+    description.MaximumLength = length;
+    let mut map_registers = 0u32;
+    // SAFETY: PASSIVE_LEVEL; the PDO is the device's, live while it is; the
+    // description and count outlive the call.
+    let adapter = unsafe {
+        IoGetDmaAdapter(
+            (*device).PhysicalDeviceObject,
+            &raw mut description,
+            &raw mut map_registers,
+        )
+    };
+    // SAFETY: a non-null adapter has a valid DmaOperations table.
+    if let Some(ops) = unsafe { adapter.as_ref().and_then(|a| a.DmaOperations.as_ref()) } {
+        let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
+        // SAFETY: PASSIVE_LEVEL, as AllocateCommonBuffer requires; the
+        // adapter is live until PutDmaAdapter. Cached memory: x64 DMA is
+        // cache-coherent, and the CPU synthesizes whole frames into it.
+        let va = unsafe {
+            ops.AllocateCommonBuffer
+                .map_or(null_mut(), |f| f(adapter, length, &raw mut logical, 1))
+        };
+        if !va.is_null() {
+            // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
+            let logical_base = unsafe { logical.QuadPart } as u64;
+            let region = Region {
+                virtual_base: va as usize,
+                logical_base,
+                len: total,
+            };
+            return Some(CommonBuffer {
+                region,
+                source: BufferSource::Adapter(adapter),
+            });
+        }
+        // SAFETY: the adapter is ours and unused; give it back.
+        unsafe { put_adapter(adapter) };
+    }
+    debug_print(c"avscap: no DMA adapter or common buffer; using contiguous memory below 4 GiB\n");
+    let lowest = PHYSICAL_ADDRESS { QuadPart: 0 };
+    let highest = PHYSICAL_ADDRESS {
+        QuadPart: HIGHEST_32BIT_ADDRESS,
+    };
+    let boundary = PHYSICAL_ADDRESS { QuadPart: 0 };
+    // SAFETY: PASSIVE_LEVEL, as the routine requires.
+    let va = unsafe {
+        MmAllocateContiguousMemorySpecifyCache(
+            total as u64,
+            lowest,
+            highest,
+            boundary,
+            _MEMORY_CACHING_TYPE::MmCached,
+        )
+    };
+    if va.is_null() {
+        debug_print(c"avscap: contiguous allocation for the common buffer failed\n");
+        return None;
+    }
+    // SAFETY: `va` is a resident, nonpaged allocation we own.
+    let physical = unsafe { MmGetPhysicalAddress(va) };
+    // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
+    let logical_base = unsafe { physical.QuadPart } as u64;
+    Some(CommonBuffer {
+        region: Region {
+            virtual_base: va as usize,
+            logical_base,
+            len: total,
+        },
+        source: BufferSource::Contiguous,
+    })
+}
+
+/// Gives the common buffer back the way it came, and the adapter with it.
+///
+/// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// Nothing uses the buffer any more.
+unsafe fn release_common_buffer(context: &mut DeviceContext) {
+    let Some(buffer) = context.buffer.take() else {
+        return;
+    };
+    let va = buffer.region.virtual_base as PVOID;
+    match buffer.source {
+        BufferSource::Adapter(adapter) => {
+            let logical = PHYSICAL_ADDRESS {
+                QuadPart: buffer.region.logical_base as i64,
+            };
+            // SAFETY: the buffer came from this adapter's AllocateCommonBuffer
+            // with this length, addresses and caching; PASSIVE_LEVEL.
+            unsafe {
+                if let Some(free) = (*(*adapter).DmaOperations).FreeCommonBuffer {
+                    free(adapter, buffer.region.len as u32, logical, va, 1);
+                }
+                put_adapter(adapter);
+            }
+        }
+        BufferSource::Contiguous => {
+            // SAFETY: the buffer came from MmAllocateContiguousMemorySpecifyCache
+            // with this length and caching; PASSIVE_LEVEL.
+            unsafe {
+                MmFreeContiguousMemorySpecifyCache(
+                    va,
+                    buffer.region.len as u64,
+                    _MEMORY_CACHING_TYPE::MmCached,
+                )
+            };
+        }
+    }
+}
+
+/// `DMA_OPERATIONS.PutDmaAdapter`.
+///
+/// # Safety
+/// `adapter` is a live adapter from `IoGetDmaAdapter`, not used afterwards.
+unsafe fn put_adapter(adapter: PDMA_ADAPTER) {
+    // SAFETY: the caller's guarantee; PutDmaAdapter is PASSIVE_LEVEL.
+    unsafe {
+        if let Some(put) = (*(*adapter).DmaOperations).PutDmaAdapter {
+            put(adapter);
+        }
+    }
+}
+
+/// A debug print (seen in WinDbg or DebugView).
+///
+/// IRQL: any (`DbgPrint` with a plain string).
+pub(crate) fn debug_print(message: &core::ffi::CStr) {
+    // SAFETY: a NUL-terminated string with no format directives.
+    unsafe { DbgPrint(c"%s".as_ptr(), message.as_ptr()) };
+}
