@@ -48,7 +48,7 @@ grep -Eq '^frames dropped: [1-9][0-9]*$' "$out/starved.txt"
 
 if [ "${AVSCAP_SKIP_CROSS:-0}" != 1 ]; then
     step "cross-build avscap.sys and check it"
-    bash scripts/cross-build.sh
+    bash scripts/cross-build.sh --clippy
 fi
 
 step "all checks passed"

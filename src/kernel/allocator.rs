@@ -70,7 +70,7 @@ unsafe extern "C" fn initialize_allocator(
     let f = unsafe { &*framing };
     let request = AllocatorFraming {
         flags: framing_requirements_flags(f),
-        pool_type: f.PoolType as u32,
+        pool_type: f.PoolType.cast_unsigned(),
         frames: f.Frames,
         frame_size: f.FrameSize,
         file_alignment: framing_file_alignment(f),

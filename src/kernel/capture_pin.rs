@@ -1,5 +1,5 @@
 //! The capture pin: descriptor (data ranges, allocator framing, flags),
-//! dispatch (Create, Close, SetDataFormat, SetDeviceState, Process), the
+//! dispatch (Create, Close, `SetDataFormat`, `SetDeviceState`, Process), the
 //! intersect handler and the dropped-frames property.
 //!
 //! IRQL: every pin dispatch routine and the intersect and property handlers
@@ -35,11 +35,12 @@ use super::ks_format::{
 use super::nonpaged::{PoolBox, POOL_TAG};
 use crate::portable::capture_engine::{route_frame, DmaTarget, RouteError, Target};
 use crate::portable::frame_pool::FramePool;
-use crate::portable::framing::{self, PinFraming, DEFAULT_PIN_FRAMES};
+use crate::portable::framing::{self, FramingError, PinFraming, DEFAULT_PIN_FRAMES};
 use crate::portable::guid::{PIN_CATEGORY_CAPTURE, PROPSETID_VIDCAP_DROPPEDFRAMES};
 use crate::portable::pin_state::{format_change_allowed, transition, HardwareAction, KsState};
 use crate::portable::video_format::{
-    intersect, validate_format, FrameLayout, OutputBuffer, VideoFormat, DATA_RANGE_COUNT,
+    intersect, validate_format, FormatError, FrameLayout, OutputBuffer, VideoFormat,
+    DATA_RANGE_COUNT,
 };
 
 /// Per-pin state, in `KSPIN.Context` from Create to Close.
@@ -178,7 +179,7 @@ pub(crate) static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable
 /// The connection format, validated by the core.
 ///
 /// # Safety
-/// `pin` is live and its `ConnectionFormat` set (true from SetDataFormat on).
+/// `pin` is live and its `ConnectionFormat` set (true from `SetDataFormat` on).
 unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
     // SAFETY: the caller's guarantee; ks.sys validated FormatSize against
     // the buffer it allocated for the format.
@@ -188,7 +189,7 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
     }
     // SAFETY: as above.
     let proposed = unsafe { read_format(format) };
-    validate_format(&proposed).map_err(|e| e.ntstatus())
+    validate_format(&proposed).map_err(FormatError::ntstatus)
 }
 
 /// The staging slots of the device's common buffer, laid out for frames of
@@ -200,7 +201,7 @@ fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePoo
         .staging_region(&buffer.region)
         .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
     let plan = framing::staging_plan(layout, device.layout.staging_slots, &region)
-        .map_err(|e| e.ntstatus())?;
+        .map_err(FramingError::ntstatus)?;
     Ok(FramePool::with_plan(region, plan))
 }
 
@@ -208,7 +209,7 @@ fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePoo
 /// (`_KsEdit`; the statics are never written) and writes the connection's
 /// framing into the copy. Editing an already edited item is a no-op.
 ///
-/// IRQL: PASSIVE_LEVEL, pin control mutex held (Create, SetDataFormat).
+/// IRQL: PASSIVE_LEVEL, pin control mutex held (Create, `SetDataFormat`).
 unsafe fn edit_framing(pin: PKSPIN, framing: &PinFraming) -> NTSTATUS {
     let descriptor_size = ulong_size_of::<KSPIN_DESCRIPTOR_EX>();
     let framing_size = ulong_size_of::<KSALLOCATOR_FRAMING_EX>();
@@ -597,7 +598,7 @@ unsafe extern "C" fn intersect_handler(
         // (ks.sys's contract); possibly unaligned.
         unsafe {
             data.cast::<KS_DATAFORMAT_VIDEOINFOHEADER>()
-                .write_unaligned(result)
+                .write_unaligned(result);
         };
     }
     if check != OutputBuffer::TooSmall && !data_size.is_null() {
@@ -611,7 +612,7 @@ unsafe extern "C" fn intersect_handler(
 /// the average frame size of the stream.
 ///
 /// IRQL: PASSIVE_LEVEL. ks.sys has checked the buffers against the item's
-/// MinProperty / MinData before calling.
+/// `MinProperty` / `MinData` before calling.
 unsafe extern "C" fn get_dropped_frames(
     irp: PIRP,
     _request: PKSIDENTIFIER,

@@ -274,7 +274,7 @@ unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<Comm
         };
         if !va.is_null() {
             // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-            let logical_base = unsafe { logical.QuadPart } as u64;
+            let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
             let region = Region {
                 virtual_base: va as usize,
                 logical_base,
@@ -311,7 +311,7 @@ unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<Comm
     // SAFETY: `va` is a resident, nonpaged allocation we own.
     let physical = unsafe { MmGetPhysicalAddress(va) };
     // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-    let logical_base = unsafe { physical.QuadPart } as u64;
+    let logical_base = unsafe { physical.QuadPart }.cast_unsigned();
     Some(CommonBuffer {
         region: Region {
             virtual_base: va as usize,
@@ -336,13 +336,19 @@ unsafe fn release_common_buffer(context: &mut DeviceContext) {
     match buffer.source {
         BufferSource::Adapter(adapter) => {
             let logical = PHYSICAL_ADDRESS {
-                QuadPart: buffer.region.logical_base as i64,
+                QuadPart: buffer.region.logical_base.cast_signed(),
             };
             // SAFETY: the buffer came from this adapter's AllocateCommonBuffer
             // with this length, addresses and caching; PASSIVE_LEVEL.
             unsafe {
                 if let Some(free) = (*(*adapter).DmaOperations).FreeCommonBuffer {
-                    free(adapter, buffer.region.len as u32, logical, va, 1);
+                    free(
+                        adapter,
+                        u32::try_from(buffer.region.len).unwrap_or(u32::MAX),
+                        logical,
+                        va,
+                        1,
+                    );
                 }
                 put_adapter(adapter);
             }
@@ -355,7 +361,7 @@ unsafe fn release_common_buffer(context: &mut DeviceContext) {
                     va,
                     buffer.region.len as u64,
                     _MEMORY_CACHING_TYPE::MmCached,
-                )
+                );
             };
         }
     }
@@ -374,7 +380,7 @@ unsafe fn put_adapter(adapter: PDMA_ADAPTER) {
     }
 }
 
-/// A debug print (seen in WinDbg or DebugView).
+/// A debug print (seen in `WinDbg` or `DebugView`).
 ///
 /// IRQL: any (`DbgPrint` with a plain string).
 pub(crate) fn debug_print(message: &core::ffi::CStr) {

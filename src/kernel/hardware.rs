@@ -157,7 +157,7 @@ impl Hardware {
     /// Stops the timer and waits until no DPC runs. Targets stay queued
     /// (RUN → PAUSE).
     ///
-    /// IRQL: PASSIVE_LEVEL (KeFlushQueuedDpcs waits).
+    /// IRQL: PASSIVE_LEVEL (`KeFlushQueuedDpcs` waits).
     pub(crate) fn pause(&self) {
         {
             let mut shared = self.shared.lock();
@@ -264,8 +264,8 @@ impl Hardware {
     /// IRQL: DISPATCH_LEVEL.
     fn on_timer(&self) {
         let now = self.now();
-        // SAFETY: the DPC runs at DISPATCH_LEVEL.
         let (tick, attempt, layout) = {
+            // SAFETY: the DPC runs at DISPATCH_LEVEL.
             let mut shared = unsafe { self.shared.lock_at_dpc_level() };
             let tick = shared.engine.as_mut().map_or(Tick::Idle, |e| e.tick(now));
             let attempt = core::mem::take(&mut shared.pend_io);
@@ -327,7 +327,7 @@ impl Hardware {
                         slot.virtual_address as *const u8,
                         header.Data.cast::<u8>(),
                         image,
-                    )
+                    );
                 };
             }
             // SAFETY: DISPATCH_LEVEL, as lock_at_dpc_level requires.

@@ -45,8 +45,8 @@ impl<T> PoolBox<T> {
             assert!(
                 core::mem::align_of::<T>() <= 16,
                 "pool blocks are 16-byte aligned"
-            )
-        };
+            );
+        }
         let ptr = NonNull::new(raw.cast::<T>())?;
         // SAFETY: `ptr` is a fresh, exclusively owned, suitably sized and
         // aligned allocation; writing initialises it without reading it.
@@ -157,11 +157,6 @@ impl<T> SpinLock<T> {
             owner: self,
             old_irql: None,
         }
-    }
-
-    /// The data, without locking, when nobody else can reach it.
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.data.get_mut()
     }
 }
 
