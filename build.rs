@@ -25,12 +25,15 @@ mod kernel {
 
     /// The header bindgen parses for the KS bindings. The include order is
     /// the one of Microsoft's AVStream samples: the kernel headers, then
-    /// `windef.h` (ks.h needs `RECT` and friends), then ks.h and ksmedia.h.
+    /// `windef.h` (ks.h needs `RECT` and friends), `unknown.h` (kernel-mode
+    /// `IUnknown`: with it ks.h declares `IKsReferenceClock` and
+    /// `KsPinGetReferenceClockInterface`), then ks.h and ksmedia.h.
     /// ksmedia.h names `TCHAR`, which kernel-mode headers do not always
     /// define; the guard is the one `winnt.h` uses for its own definition.
     const KS_WRAPPER_HEADER: &str = "\
 #include <ntddk.h>
 #include <windef.h>
+#include <unknown.h>
 #include <ks.h>
 #ifndef _TCHAR_DEFINED
 typedef CHAR TCHAR;
@@ -45,10 +48,12 @@ typedef CHAR TCHAR;
 
     /// The types ks.h and ksmedia.h use that come from neither they nor
     /// wdk-sys (which is generated from ntifs.h/ntddk.h only): the
-    /// minwindef.h/windef.h basics, and the `TCHAR` of the wrapper header.
+    /// minwindef.h/windef.h basics, the `TCHAR` of the wrapper header, and
+    /// unknown.h's kernel-mode `IUnknown`.
     /// They are generated here too (`tagRECT`/`tagSIZE` are the structs
     /// behind `RECT`/`SIZE`).
-    const WINDEF_TYPES: &str = "BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE";
+    const WINDEF_TYPES: &str =
+        "BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
 
     /// Tells bindgen what the wdk-sys types (not generated here, so unknown
     /// to its derive analysis) implement: without this, no KS struct that

@@ -181,6 +181,14 @@ write_if_changed "$include/km/ntddk.h" <<'EOF'
 #include <ddk/ntddk.h>
 #include "avscap_wdk_compat.h"
 EOF
+# The WDK's kernel-mode COM header is km/unknown.h (AVStream drivers include
+# it before ks.h to get IKsReferenceClock and KsPinGetReferenceClockInterface);
+# mingw-w64 ships the same declarations as ddk/punknown.h.
+write_if_changed "$include/km/unknown.h" <<'EOF'
+/* Synthetic WDK root of the avscap Linux cross-build: the WDK's unknown.h
+ * (kernel-mode IUnknown), served by mingw-w64's equivalent. */
+#include <ddk/punknown.h>
+EOF
 # Wall 11: ks.h and ksmedia.h in the WDK's shape (anonymous unions around
 # FileAlignment / Reserved1 / Reserved3-4, KSDEVICE_DESCRIPTOR.Flags).
 python3 "$scripts/wdk_shape_headers.py" "$mingw_include" "$include/km"

@@ -1,8 +1,9 @@
 //! The simulated capture hardware: a periodic `KTIMER` + `KDPC` at the frame
 //! interval that runs the core's capture engine, synthesizes each frame into
 //! its DMA target, copies staging slots out to client frames, stamps the
-//! stream header and `KS_FRAME_INFO`, and completes the frame by deleting
-//! its stream-pointer clone.
+//! stream header (presentation time on the graph's master clock when one
+//! is assigned, else QPC in 100 ns units) and `KS_FRAME_INFO`, and
+//! completes the frame by deleting its stream-pointer clone.
 //!
 //! IRQL: the DPC runs at DISPATCH_LEVEL. Everything it touches is nonpaged:
 //! this struct lives inside the pin context ([`super::nonpaged::PoolBox`]),
@@ -18,14 +19,16 @@ use wdk_sys::ntddk::{
 use wdk_sys::{_TIMER_TYPE, KDPC, KTIMER, LARGE_INTEGER, PKDPC, PVOID};
 
 use super::bindings::{
-    KsPinAttemptProcessing, KsPinGetFirstCloneStreamPointer, KsStreamPointerDelete,
-    KsStreamPointerGetNextClone, KSSTREAM_HEADER, KS_FRAME_INFO, PKSPIN, PKSSTREAM_POINTER,
+    KsPinAttemptProcessing, KsPinGetFirstCloneStreamPointer, KsPinGetReferenceClockInterface,
+    KsStreamPointerDelete, KsStreamPointerGetNextClone, KSSTREAM_HEADER, KS_FRAME_INFO,
+    PIKSREFERENCECLOCK, PKSPIN, PKSSTREAM_POINTER,
 };
 use super::device::debug_print;
 use super::ks_format::ulong_size_of;
 use super::nonpaged::SpinLock;
 use crate::portable::capture_engine::{
-    qpc_to_100ns, timer_due_time, CaptureEngine, Completion, DmaTarget, EngineStats, Target, Tick,
+    qpc_to_100ns, rebase_to_clock, timer_due_time, CaptureEngine, Completion, DmaTarget,
+    EngineStats, Target, Tick,
 };
 use crate::portable::frame_pool::FramePool;
 use crate::portable::image::{synthesize, DeliveryPath, Overlay};
@@ -52,6 +55,9 @@ pub(crate) struct Shared {
     pub(crate) last_stats: EngineStats,
     /// Layout of the frames the hardware writes.
     pub(crate) layout: FrameLayout,
+    /// The graph's master clock, when one was assigned (ACQUIRE to STOP;
+    /// one reference held).
+    clock: PIKSREFERENCECLOCK,
 }
 
 // SAFETY: the raw pointers inside (`own`, the clones in the engine) are only
@@ -85,6 +91,7 @@ impl Hardware {
                 pend_io: false,
                 last_stats: EngineStats::default(),
                 layout,
+                clock: null_mut(),
             }),
             pin,
             qpc_frequency: 0,
@@ -236,17 +243,65 @@ impl Hardware {
         true
     }
 
-    /// Creates the engine for a new stream (STOP → ACQUIRE).
+    /// Creates the engine for a new stream and takes the graph's master
+    /// clock, if it has one (STOP → ACQUIRE: a clock is only assigned while
+    /// the pin is stopped, so this is the point to fetch it).
+    ///
+    /// IRQL: PASSIVE_LEVEL.
     pub(crate) fn acquire(&self, engine: Engine) {
-        self.shared.lock().engine = Some(engine);
+        let mut clock: PIKSREFERENCECLOCK = null_mut();
+        // SAFETY: live pin at PASSIVE_LEVEL; on success the interface comes
+        // with a reference, released in `release`.
+        let status = unsafe { KsPinGetReferenceClockInterface(self.pin, &raw mut clock) };
+        let mut shared = self.shared.lock();
+        shared.engine = Some(engine);
+        shared.clock = if status >= 0 { clock } else { null_mut() };
     }
 
-    /// Drops the engine, keeping its totals for the dropped-frames property
-    /// (ACQUIRE → STOP).
+    /// Drops the engine, keeping its totals for the dropped-frames property,
+    /// and the master clock (ACQUIRE → STOP; the hardware is stopped and no
+    /// DPC runs).
+    ///
+    /// IRQL: PASSIVE_LEVEL.
     pub(crate) fn release(&self) {
-        let mut shared = self.shared.lock();
-        if let Some(engine) = shared.engine.take() {
-            shared.last_stats = engine.stats();
+        let clock = {
+            let mut shared = self.shared.lock();
+            if let Some(engine) = shared.engine.take() {
+                shared.last_stats = engine.stats();
+            }
+            core::mem::replace(&mut shared.clock, null_mut())
+        };
+        // SAFETY: the reference `acquire` took, released once, at PASSIVE
+        // and outside the spin lock; no DPC uses the clock any more.
+        unsafe {
+            if let Some(release) = clock
+                .as_ref()
+                .and_then(|c| c.lpVtbl.as_ref())
+                .and_then(|v| v.Release)
+            {
+                release(clock);
+            }
+        }
+    }
+
+    /// A frame's presentation time: its time on the QPC timeline, moved onto
+    /// the master clock's when there is one.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (a KS reference clock may be read at
+    /// DISPATCH_LEVEL, as avshws does from its DPC).
+    fn presentation_time(&self, clock: PIKSREFERENCECLOCK, frame_time: i64) -> i64 {
+        // SAFETY: a clock in `Shared` holds a reference until `release`,
+        // which runs only after the hardware is quiesced.
+        let get_time = unsafe {
+            clock
+                .as_ref()
+                .and_then(|c| c.lpVtbl.as_ref())
+                .and_then(|v| v.GetTime)
+        };
+        match get_time {
+            // SAFETY: as above; GetTime takes only the interface pointer.
+            Some(get_time) => rebase_to_clock(frame_time, self.now(), unsafe { get_time(clock) }),
+            None => frame_time,
         }
     }
 
@@ -264,15 +319,15 @@ impl Hardware {
     /// IRQL: DISPATCH_LEVEL.
     fn on_timer(&self) {
         let now = self.now();
-        let (tick, attempt, layout) = {
+        let (tick, attempt, layout, clock) = {
             // SAFETY: the DPC runs at DISPATCH_LEVEL.
             let mut shared = unsafe { self.shared.lock_at_dpc_level() };
             let tick = shared.engine.as_mut().map_or(Tick::Idle, |e| e.tick(now));
             let attempt = core::mem::take(&mut shared.pend_io);
-            (tick, attempt, shared.layout)
+            (tick, attempt, shared.layout, shared.clock)
         };
         if let Tick::Deliver(completion) = tick {
-            self.complete(&completion, &layout);
+            self.complete(&completion, &layout, clock);
         }
         {
             // SAFETY: the DPC runs at DISPATCH_LEVEL.
@@ -290,7 +345,12 @@ impl Hardware {
     /// Fills and completes one frame.
     ///
     /// IRQL: DISPATCH_LEVEL.
-    fn complete(&self, c: &Completion<PKSSTREAM_POINTER>, layout: &FrameLayout) {
+    fn complete(
+        &self,
+        c: &Completion<PKSSTREAM_POINTER>,
+        layout: &FrameLayout,
+        clock: PIKSREFERENCECLOCK,
+    ) {
         let Target { cookie: clone, dma } = c.target;
         let image = layout.image_size as usize;
         let frame = dma.frame();
@@ -336,7 +396,7 @@ impl Hardware {
         }
         header.DataUsed = if written { c.data_used } else { 0 };
         header.Duration = c.duration;
-        header.PresentationTime.Time = c.presentation_time;
+        header.PresentationTime.Time = self.presentation_time(clock, c.presentation_time);
         header.PresentationTime.Numerator = 1;
         header.PresentationTime.Denominator = 1;
         header.OptionsFlags |= c.options_flags;

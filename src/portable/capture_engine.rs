@@ -178,6 +178,15 @@ pub fn qpc_to_100ns(counter: i64, frequency: i64) -> i64 {
     i64::try_from(scaled).unwrap_or(if scaled < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// A frame time on the engine's timeline (QPC, 100 ns) moved onto a master
+/// clock's: the clock's `now` minus how long ago the frame's time was on the
+/// engine's timeline. Reading both clocks at completion keeps frames in step
+/// with the master clock however far the two drift apart.
+#[must_use]
+pub fn rebase_to_clock(frame_time: i64, engine_now: i64, clock_now: i64) -> i64 {
+    clock_now.saturating_sub(engine_now.saturating_sub(frame_time))
+}
+
 /// The `DueTime` for `KeSetTimer` that fires at `due` when it is `now` (both
 /// in 100 ns): a negative, i.e. relative, interval, at least 1 unit so a
 /// late timer fires at once instead of being read as an absolute time.
@@ -435,6 +444,8 @@ mod tests {
         assert_eq!(qpc_to_100ns(i64::MAX, 1), i64::MAX);
         assert_eq!(qpc_to_100ns(5, 0), 0);
         assert_eq!(timer_due_time(1000, 400), -600);
+        assert_eq!(rebase_to_clock(9_000, 10_000, 500_000), 499_000);
+        assert_eq!(rebase_to_clock(i64::MIN, i64::MAX, 0), -i64::MAX);
         assert_eq!(timer_due_time(1000, 5000), -1);
     }
 
