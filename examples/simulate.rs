@@ -28,7 +28,7 @@ use avscap::portable::capture_engine::{
 };
 use avscap::portable::frame_pool::{FramePool, Region};
 use avscap::portable::framing::{self, AllocatorFraming, CarveOut, PinFraming, PAGE_SIZE};
-use avscap::portable::image::{self, DeliveryPath, Overlay, Rgb};
+use avscap::portable::image::{self, Rgb};
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
 use clap::{Parser, ValueEnum};
 
@@ -253,16 +253,7 @@ fn run(args: &Args) -> Result<(), String> {
         if let Tick::Deliver(c) = engine.tick(now) {
             let target = c.target.dma.frame();
             let offset = target.virtual_address - base;
-            let path = match c.target.dma {
-                DmaTarget::Direct(_) => DeliveryPath::ZeroCopy,
-                DmaTarget::Staging(_) => DeliveryPath::Copied,
-            };
-            let overlay = Overlay {
-                stream_time_100ns: c.stream_time,
-                frame_number: c.picture_number,
-                dropped: c.drop_count,
-                path,
-            };
+            let overlay = c.overlay();
             image::synthesize(
                 &mut common[offset..offset + image],
                 &layout,

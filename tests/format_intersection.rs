@@ -7,8 +7,8 @@ use avscap::portable::guid::{
 };
 use avscap::portable::video_format::{
     intersect, intersect_any, validate_format, ClientRange, ClientVideoRange, FormatError,
-    ProposedFormat, BITMAPINFOHEADER_SIZE, DATA_RANGES, FOURCC_NV12, FOURCC_YUY2, FRAME_INTERVALS,
-    FRAME_SIZES, KS_BI_RGB, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
+    ProposedFormat, DATA_RANGES, FOURCC_NV12, FOURCC_YUY2, FRAME_INTERVALS, FRAME_SIZES, KS_BI_RGB,
+    KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
 };
 use proptest::prelude::*;
 
@@ -86,16 +86,7 @@ proptest! {
                         prop_assert!((v.min_frame_interval..=v.max_frame_interval).contains(&f.frame_interval));
                     }
                 }
-                let info = f.video_info().unwrap();
-                let proposed = ProposedFormat {
-                    format_size: KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
-                    sample_size: info.size_image,
-                    major: KSDATAFORMAT_TYPE_VIDEO,
-                    sub: f.pixel.subtype(),
-                    specifier: KSDATAFORMAT_SPECIFIER_VIDEOINFO,
-                    bi_size: BITMAPINFOHEADER_SIZE,
-                    info,
-                };
+                let proposed = ProposedFormat::for_format(&f).unwrap();
                 prop_assert_eq!(validate_format(&proposed), Ok(f));
             }
             Err(e) => {

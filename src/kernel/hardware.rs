@@ -31,7 +31,7 @@ use crate::portable::capture_engine::{
     EngineStats, Target, Tick,
 };
 use crate::portable::frame_pool::FramePool;
-use crate::portable::image::{synthesize, DeliveryPath, Overlay};
+use crate::portable::image::synthesize;
 use crate::portable::video_format::FrameLayout;
 
 /// Most frames in flight to the hardware at once.
@@ -361,16 +361,7 @@ impl Hardware {
         // once.
         let pixels =
             unsafe { core::slice::from_raw_parts_mut(frame.virtual_address as *mut u8, image) };
-        let path = match dma {
-            DmaTarget::Direct(_) => DeliveryPath::ZeroCopy,
-            DmaTarget::Staging(_) => DeliveryPath::Copied,
-        };
-        let overlay = Overlay {
-            stream_time_100ns: c.stream_time,
-            frame_number: c.picture_number,
-            dropped: c.drop_count,
-            path,
-        };
+        let overlay = c.overlay();
         let written = synthesize(pixels, layout, layout.stride, &overlay).is_ok();
         // SAFETY: the clone is live (only this DPC or stop deletes it, and
         // stop flushes this DPC first) and locked (clones of a locked

@@ -19,6 +19,7 @@
 //! Memory is bounded: the queue is an array of `DEPTH` entries.
 
 use super::frame_pool::{Frame, FramePool};
+use super::image::{DeliveryPath, Overlay};
 
 /// `KSSTREAM_HEADER_OPTIONSF_DATADISCONTINUITY`.
 pub const OPTIONSF_DATADISCONTINUITY: u32 = 0x0000_0004;
@@ -124,6 +125,23 @@ pub struct Completion<C> {
     pub drop_count: u64,
     /// Stream time at this frame, for the on-screen clock.
     pub stream_time: i64,
+}
+
+impl<C> Completion<C> {
+    /// What the synthesized image shows for this frame: its stream time,
+    /// picture number, drop count, and whether it was written in place.
+    #[must_use]
+    pub fn overlay(&self) -> Overlay {
+        Overlay {
+            stream_time_100ns: self.stream_time,
+            frame_number: self.picture_number,
+            dropped: self.drop_count,
+            path: match self.target.dma {
+                DmaTarget::Direct(_) => DeliveryPath::ZeroCopy,
+                DmaTarget::Staging(_) => DeliveryPath::Copied,
+            },
+        }
+    }
 }
 
 /// What one tick did.
@@ -476,6 +494,34 @@ mod tests {
         assert_eq!(e.take_queued().unwrap().cookie, 2);
         assert_eq!(e.take_queued().unwrap().cookie, 3);
         assert_eq!(e.take_queued(), None);
+    }
+
+    #[test]
+    fn overlay_shows_the_completion_and_its_path() {
+        let mut e = CaptureEngine::<u32, 2>::new(I, 100).unwrap();
+        e.run(0);
+        e.submit(direct(1)).unwrap();
+        e.submit(Target {
+            cookie: 2,
+            dma: DmaTarget::Staging(frame(2)),
+        })
+        .unwrap();
+        let Tick::Deliver(a) = e.tick(I) else {
+            panic!("expected a delivery")
+        };
+        let Tick::Deliver(b) = e.tick(2 * I) else {
+            panic!("expected a delivery")
+        };
+        assert_eq!(a.overlay().path, DeliveryPath::ZeroCopy);
+        assert_eq!(b.overlay().path, DeliveryPath::Copied);
+        assert_eq!(
+            (
+                b.overlay().frame_number,
+                b.overlay().dropped,
+                b.overlay().stream_time_100ns
+            ),
+            (2, 0, 2 * I)
+        );
     }
 
     #[test]

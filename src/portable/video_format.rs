@@ -529,6 +529,25 @@ pub struct ProposedFormat {
     pub info: VideoInfo,
 }
 
+impl ProposedFormat {
+    /// The `KS_DATAFORMAT_VIDEOINFOHEADER` a client sends for one of our
+    /// formats (what the intersect handler hands out), or `None` for a
+    /// format without a layout.
+    #[must_use]
+    pub fn for_format(format: &VideoFormat) -> Option<Self> {
+        let info = format.video_info().ok()?;
+        Some(ProposedFormat {
+            format_size: KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
+            sample_size: info.size_image,
+            major: KSDATAFORMAT_TYPE_VIDEO,
+            sub: format.pixel.subtype(),
+            specifier: KSDATAFORMAT_SPECIFIER_VIDEOINFO,
+            bi_size: BITMAPINFOHEADER_SIZE,
+            info,
+        })
+    }
+}
+
 /// `KS_SIZE_VIDEOHEADER` plus the `KSDATAFORMAT` in front, overflow-checked.
 fn format_bytes_needed(bi_size: u32) -> Result<u32, FormatError> {
     if bi_size < BITMAPINFOHEADER_SIZE {
@@ -717,16 +736,7 @@ mod tests {
     use super::*;
 
     fn proposed(f: &VideoFormat) -> ProposedFormat {
-        let info = f.video_info().unwrap();
-        ProposedFormat {
-            format_size: KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
-            sample_size: info.size_image,
-            major: KSDATAFORMAT_TYPE_VIDEO,
-            sub: f.pixel.subtype(),
-            specifier: KSDATAFORMAT_SPECIFIER_VIDEOINFO,
-            bi_size: BITMAPINFOHEADER_SIZE,
-            info,
-        }
+        ProposedFormat::for_format(f).unwrap()
     }
 
     #[test]
