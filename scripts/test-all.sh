@@ -22,11 +22,15 @@ cargo fmt --all --check
 step "clippy (host, all targets)"
 cargo clippy --all-targets -- -D warnings
 
+results=target/test-all-results.txt
+mkdir -p target
+: > "$results"
+
 step "cargo test"
-cargo test
+cargo test 2>&1 | tee -a "$results"
 
 step "loom model checks"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool 2>&1 | tee -a "$results"
 
 step "simulator end to end"
 out=target/sim-check
@@ -52,3 +56,6 @@ if [ "${AVSCAP_SKIP_CROSS:-0}" != 1 ]; then
 fi
 
 step "all checks passed"
+# One closing line over every test binary above (the simulator and
+# cross-build checks have no counts; any failure has already stopped the run).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
