@@ -26,10 +26,9 @@ use super::nonpaged::PoolBox;
 use crate::portable::frame_pool::FramePool;
 use crate::portable::framing::AllocatorFraming;
 
-/// One allocator instance: its pool and the pin and device it serves.
+/// One allocator instance: its pool and the device whose carve-out it uses.
 struct AllocatorContext {
     pool: FramePool,
-    pin: *const PinContext,
     device: *const DeviceContext,
 }
 
@@ -62,7 +61,7 @@ unsafe extern "C" fn initialize_allocator(
     };
     let Some(carve) = device
         .buffer
-        .and_then(|b| device.layout.allocator_carve_out(&b.region))
+        .and_then(|b| b.layout.allocator_carve_out(&b.region))
     else {
         return STATUS_DEVICE_NOT_READY;
     };
@@ -76,7 +75,7 @@ unsafe extern "C" fn initialize_allocator(
         file_alignment: framing_file_alignment(f),
         reserved: f.Reserved,
     };
-    let image = pin_context.format.layout().map_or(0, |l| l.image_size);
+    let image = pin_context.hardware.image_size();
     let pool = match FramePool::for_request(&request, image, &carve) {
         Ok(pool) => pool,
         Err(e) => return e.ntstatus(),
@@ -91,7 +90,6 @@ unsafe extern "C" fn initialize_allocator(
     }
     let allocator = AllocatorContext {
         pool,
-        pin: core::ptr::from_ref(pin_context),
         device: core::ptr::from_ref(device),
     };
     let Some(allocator) = PoolBox::try_new(allocator) else {
@@ -101,7 +99,7 @@ unsafe extern "C" fn initialize_allocator(
     let raw = allocator.into_raw();
     // SAFETY: `raw` is live until DeleteAllocator, which clears this
     // pointer under the same lock before freeing it.
-    pin_context.hardware.shared.lock().own = unsafe { &raw const (*raw).pool };
+    *device.own.lock() = unsafe { &raw const (*raw).pool };
     // SAFETY: ks.sys passes a valid out pointer.
     unsafe { *context = raw.cast() };
     STATUS_SUCCESS
@@ -138,9 +136,9 @@ unsafe extern "C" fn free_frame(context: PVOID, frame: PVOID) {
     }
 }
 
-/// `AVStrMiniDeleteAllocator`: checks that every frame came back, detaches
-/// the pool from the pin and frees the context (never the common buffer:
-/// that belongs to the device).
+/// `AVStrMiniDeleteAllocator`: detaches the pool from the device, checks
+/// that every frame came back, and frees the context (never the common
+/// buffer: that belongs to the device).
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn delete_allocator(context: PVOID) {
@@ -149,20 +147,25 @@ unsafe extern "C" fn delete_allocator(context: PVOID) {
     let Some(allocator) = (unsafe { PoolBox::from_raw(context.cast::<AllocatorContext>()) }) else {
         return;
     };
-    // SAFETY: the allocator is a child object of the pin, closed before it,
-    // so the pin context is still alive; the device outlives both.
-    let (pin, device) = unsafe { (allocator.pin.as_ref(), allocator.device.as_ref()) };
-    if let Some(pin) = pin {
-        let mut shared = pin.hardware.shared.lock();
-        if core::ptr::eq(shared.own, &raw const allocator.pool) {
-            shared.own = core::ptr::null();
+    // SAFETY: the device outlives its allocators.
+    let Some(device) = (unsafe { allocator.device.as_ref() }) else {
+        return;
+    };
+    {
+        let mut own = device.own.lock();
+        if core::ptr::eq(*own, &raw const allocator.pool) {
+            *own = core::ptr::null();
         }
     }
-    if let Some(device) = device {
-        if allocator.pool.in_use() != 0 {
-            device.allocator_leaks.fetch_add(1, Ordering::Relaxed);
-            debug_print(c"avscap: allocator deleted with frames still out\n");
-        }
+    if allocator.pool.in_use() == 0 {
         device.carve_out_claimed.store(false, Ordering::Release);
+    } else {
+        // Frames still out may be written by whoever holds them: the
+        // carve-out stays claimed (no later allocator reuses it) until the
+        // device goes away.
+        device.allocator_leaks.fetch_add(1, Ordering::Relaxed);
+        debug_print(
+            c"avscap: allocator deleted with frames still out; its carve-out stays reserved\n",
+        );
     }
 }

@@ -8,19 +8,21 @@
 //! What the timer DPC shares with them is behind the hardware's spin lock.
 
 use core::ptr::{null, null_mut};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use wdk_sys::{
-    GUID, NTSTATUS, PIRP, PULONG, PVOID, STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NO_MATCH, STATUS_PENDING,
-    STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
+    GUID, NTSTATUS, PIRP, PULONG, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NO_MATCH, STATUS_PENDING, STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
 };
 
 use super::allocator::ALLOCATOR_DISPATCH;
 use super::bindings::{
-    self, _KsEdit, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvanceOffsets,
-    KsStreamPointerClone, KsStreamPointerUnlock, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST,
-    KSAUTOMATION_TABLE, KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSPIN_COMMUNICATION,
-    KSPIN_DATAFLOW, KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY,
+    self, _KsEdit, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvance,
+    KsStreamPointerAdvanceOffsets, KsStreamPointerClone, KsStreamPointerSetStatusCode,
+    KsStreamPointerUnlock, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSAUTOMATION_TABLE,
+    KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSPIN_COMMUNICATION, KSPIN_DATAFLOW,
+    KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY,
     KSPROPERTY_DROPPEDFRAMES_CURRENT_S, KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER,
     KSSTREAM_POINTER_STATE, KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT,
     PKSDATARANGE, PKSIDENTIFIER, PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN, PKSSTREAM_POINTER,
@@ -44,12 +46,15 @@ use crate::portable::video_format::{
 };
 
 /// Per-pin state, in `KSPIN.Context` from Create to Close.
+///
+/// Only shared references to it are ever made: the timer DPC, Process and
+/// the property handler may use it at the same time as the state callbacks.
+/// What changes lives behind the hardware's spin lock or in atomics.
 pub(crate) struct PinContext {
     device: *const DeviceContext,
-    pub(crate) format: VideoFormat,
     pub(crate) hardware: Hardware,
     /// This pin holds the device's hardware claim (ACQUIRE and above).
-    claimed: bool,
+    claimed: AtomicBool,
 }
 
 impl PinContext {
@@ -195,12 +200,14 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
 /// The staging slots of the device's common buffer, laid out for frames of
 /// `layout`.
 fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePool, NTSTATUS> {
+    // A common buffer whose slots are smaller than this format's image (the
+    // device got only a fallback layout) cannot stream it.
     let buffer = device.buffer.ok_or(STATUS_DEVICE_NOT_READY)?;
-    let region = device
+    let region = buffer
         .layout
         .staging_region(&buffer.region)
         .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
-    let plan = framing::staging_plan(layout, device.layout.staging_slots, &region)
+    let plan = framing::staging_plan(layout, buffer.layout.staging_slots, &region)
         .map_err(FramingError::ntstatus)?;
     Ok(FramePool::with_plan(region, plan))
 }
@@ -271,9 +278,8 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     };
     let context = PinContext {
         device: core::ptr::from_ref(device),
-        format,
-        hardware: Hardware::new(pin, layout, staging),
-        claimed: false,
+        hardware: Hardware::new(pin, format, layout, staging),
+        claimed: AtomicBool::new(false),
     };
     let Some(mut context) = PoolBox::try_new(context) else {
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -300,24 +306,21 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
 unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     // SAFETY: Context is the pointer Create made with PoolBox::into_raw;
     // Close runs once, after every other pin callback.
-    let Some(mut context) = (unsafe { PoolBox::from_raw((*pin).Context.cast::<PinContext>()) })
-    else {
+    let Some(context) = (unsafe { PoolBox::from_raw((*pin).Context.cast::<PinContext>()) }) else {
         return STATUS_SUCCESS;
     };
     context.hardware.stop_and_flush();
     context.hardware.release();
-    release_claim(&mut context);
+    release_claim(&context);
     // SAFETY: live pin; the context is gone with `context`.
     unsafe { (*pin).Context = null_mut() };
     STATUS_SUCCESS
 }
 
-fn release_claim(context: &mut PinContext) {
-    if core::mem::take(&mut context.claimed) {
+fn release_claim(context: &PinContext) {
+    if context.claimed.swap(false, Ordering::AcqRel) {
         if let Some(device) = context.device() {
-            device
-                .hardware_claimed
-                .store(false, core::sync::atomic::Ordering::Release);
+            device.hardware_claimed.store(false, Ordering::Release);
         }
     }
 }
@@ -348,9 +351,9 @@ unsafe extern "C" fn pin_set_data_format(
     if !state.is_some_and(format_change_allowed) {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    // SAFETY: created pin; the context is only read here and, in STOP, no
-    // DPC runs.
-    let Some(context) = (unsafe { (*pin).Context.cast::<PinContext>().as_mut() }) else {
+    // SAFETY: a pin with an old format has been created; only a shared
+    // reference is made.
+    let Some(context) = (unsafe { PinContext::of(pin) }) else {
         return STATUS_INVALID_DEVICE_STATE;
     };
     let (Ok(layout), Ok(pin_framing)) = (
@@ -367,12 +370,17 @@ unsafe extern "C" fn pin_set_data_format(
         Ok(pool) => pool,
         Err(status) => return status,
     };
-    if !context.hardware.reformat(layout, staging) {
-        return STATUS_INVALID_DEVICE_STATE;
-    }
-    context.format = format;
+    // The step that can fail first; the pin changes only after it worked.
     // SAFETY: live pin, PASSIVE, control mutex held.
-    unsafe { edit_framing(pin, &pin_framing) }
+    let status = unsafe { edit_framing(pin, &pin_framing) };
+    if status < 0 {
+        return status;
+    }
+    if context.hardware.reformat(format, layout, staging) {
+        STATUS_SUCCESS
+    } else {
+        STATUS_INVALID_DEVICE_STATE
+    }
 }
 
 /// `AVStrMiniPinSetDeviceState`: runs the core's transition actions on the
@@ -387,9 +395,8 @@ unsafe extern "C" fn pin_set_device_state(
     let (Some(to), Some(from)) = (KsState::from_raw(to), KsState::from_raw(from)) else {
         return STATUS_INVALID_PARAMETER;
     };
-    // SAFETY: created pin; its state changes are serialised by the control
-    // mutex, so this is the only mutable use of the context's plain fields.
-    let Some(context) = (unsafe { (*pin).Context.cast::<PinContext>().as_mut() }) else {
+    // SAFETY: created pin; only a shared reference is made.
+    let Some(context) = (unsafe { PinContext::of(pin) }) else {
         return STATUS_INVALID_DEVICE_STATE;
     };
     for action in transition(from, to).iter() {
@@ -400,19 +407,15 @@ unsafe extern "C" fn pin_set_device_state(
                 };
                 if device
                     .hardware_claimed
-                    .compare_exchange(
-                        false,
-                        true,
-                        core::sync::atomic::Ordering::AcqRel,
-                        core::sync::atomic::Ordering::Acquire,
-                    )
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
                     return STATUS_SHARING_VIOLATION; // another pin streams
                 }
-                context.claimed = true;
-                let image = context.format.layout().map_or(0, |l| l.image_size);
-                let Ok(engine) = Engine::new(context.format.frame_interval, image) else {
+                context.claimed.store(true, Ordering::Release);
+                let format = context.hardware.format();
+                let image = context.hardware.image_size();
+                let Ok(engine) = Engine::new(format.frame_interval, image) else {
                     release_claim(context);
                     return STATUS_INVALID_PARAMETER;
                 };
@@ -470,26 +473,46 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
             let offset = &(*leading).OffsetOut;
             (offset.__bindgen_anon_1.Data, offset.Remaining)
         };
-        let step = if data.is_null() || remaining == 0 {
-            Step::Skip
-        } else {
-            // SAFETY: see `queue_frame`.
-            unsafe { queue_frame(hardware, leading, data as usize, remaining) }
-        };
-        match step {
+        if data.is_null() || remaining == 0 {
+            // A zero-length frame: step over it (as avshws does); advancing
+            // offsets by 0 bytes might not leave it.
+            // SAFETY: locked leading edge.
+            status = unsafe { KsStreamPointerAdvance(leading) };
+            if status < 0 {
+                break;
+            }
+            continue;
+        }
+        // SAFETY: see `queue_frame`.
+        match unsafe {
+            queue_frame(
+                hardware,
+                context.device(),
+                leading,
+                data as usize,
+                remaining,
+            )
+        } {
             Step::Pend => {
                 status = STATUS_PENDING;
                 break;
             }
             Step::Skip => {
+                // The frame cannot hold an image: it completes empty, with
+                // an error status the client sees, instead of coming back
+                // as a success with no data.
                 // SAFETY: locked leading edge; its header is writable.
-                unsafe { (*(*leading).StreamHeader).DataUsed = 0 };
+                unsafe {
+                    (*(*leading).StreamHeader).DataUsed = 0;
+                    // Best effort: the frame completes empty either way.
+                    let _ = KsStreamPointerSetStatusCode(leading, STATUS_BUFFER_TOO_SMALL);
+                }
             }
             Step::Queued => {}
         }
         // SAFETY: locked leading edge; advancing by the whole remainder
-        // moves it to the next frame (and relocks it), the clone keeps the
-        // queued frame alive.
+        // (non-zero here) moves it to the next frame (and relocks it); the
+        // clone keeps a queued frame alive.
         status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0) };
         if status < 0 {
             break;
@@ -507,7 +530,8 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
     status
 }
 
-/// Routes the frame under the locked leading edge, clones it and queues
+/// Routes the frame under the locked leading edge (zero-copy when it is one
+/// of the device's allocator frames), clones it and queues
 /// the clone, all under the hardware lock so the DPC never sees a half-made
 /// target.
 ///
@@ -516,6 +540,7 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
 /// address with `remaining` bytes.
 unsafe fn queue_frame(
     hardware: &Hardware,
+    device: Option<&DeviceContext>,
     leading: PKSSTREAM_POINTER,
     data: usize,
     remaining: u32,
@@ -530,10 +555,16 @@ unsafe fn queue_frame(
     else {
         return Step::Pend;
     };
-    // SAFETY: `own` is the allocator's pool, live while set (DeleteAllocator
-    // clears it under this lock before freeing it).
-    let own = unsafe { shared.own.as_ref() };
-    let dma = match route_frame(own, &shared.staging, data, remaining, image) {
+    // Lock order: the hardware lock, then the device's allocator lock (no
+    // path takes them the other way round).
+    let routed = {
+        let own_guard = device.map(|d| d.own.lock());
+        // SAFETY: the pool is live while its pointer is set: DeleteAllocator
+        // clears it under this lock before freeing it.
+        let own = own_guard.as_deref().and_then(|p| unsafe { p.as_ref() });
+        route_frame(own, &shared.staging, data, remaining, image)
+    };
+    let dma = match routed {
         Ok(dma) => dma,
         Err(RouteError::FrameTooSmall { .. }) => return Step::Skip,
         Err(RouteError::NoStagingSlot) => return Step::Pend,
@@ -628,7 +659,7 @@ unsafe extern "C" fn get_dropped_frames(
         return STATUS_INVALID_DEVICE_STATE;
     };
     let stats = context.hardware.stats();
-    let average = context.format.layout().map_or(0, |l| l.image_size);
+    let average = context.hardware.image_size();
     // SAFETY: `data` holds at least MinData bytes: a whole
     // KSPROPERTY_DROPPEDFRAMES_CURRENT_S; possibly unaligned.
     unsafe {

@@ -23,9 +23,9 @@ use super::bindings::{
     KSCREATE_ITEM_FREEONSTOP, KSDEVICE_DISPATCH, PKSDEVICE,
 };
 use super::filter::FILTER_DESCRIPTOR;
-use super::nonpaged::PoolBox;
+use super::nonpaged::{PoolBox, SpinLock};
 use crate::portable::common_buffer::CommonBufferLayout;
-use crate::portable::frame_pool::Region;
+use crate::portable::frame_pool::{FramePool, Region};
 
 /// `DEVICE_DESCRIPTION_VERSION` (the original layout, which both header
 /// sets define identically).
@@ -47,16 +47,24 @@ enum BufferSource {
 pub(crate) struct CommonBuffer {
     /// Addresses and length.
     pub(crate) region: Region,
+    /// How it is divided (the largest of the core's fallback layouts that
+    /// could be allocated).
+    pub(crate) layout: CommonBufferLayout,
     source: BufferSource,
 }
 
 /// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
 /// the device).
 pub(crate) struct DeviceContext {
-    /// How the common buffer is divided.
-    pub(crate) layout: CommonBufferLayout,
-    /// The common buffer, from Start to Stop/Remove.
+    /// The common buffer: set by the first Start, before the filter factory
+    /// exists, and released by Remove, after the last handle is closed, so
+    /// pins and allocators only ever read it. A PnP stop keeps it for the
+    /// next start: filters created before the stop may still be open.
     pub(crate) buffer: Option<CommonBuffer>,
+    /// The allocator instance's pool while one exists. Process looks client
+    /// frames up in it; `DeleteAllocator` clears it under this lock before
+    /// freeing the pool.
+    pub(crate) own: SpinLock<*const FramePool>,
     /// Set while a pin owns the simulated hardware (STOP → ACQUIRE claims it).
     pub(crate) hardware_claimed: AtomicBool,
     /// Set while an allocator instance owns the allocator carve-out.
@@ -91,7 +99,7 @@ pub(crate) static DEVICE_DISPATCH: KSDEVICE_DISPATCH = KSDEVICE_DISPATCH {
     PostStart: None,
     QueryStop: None,
     CancelStop: None,
-    Stop: Some(device_stop),
+    Stop: None,
     QueryRemove: None,
     CancelRemove: None,
     Remove: Some(device_remove),
@@ -115,12 +123,9 @@ unsafe extern "C" fn free_device_context(context: PVOID) {
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
-    let Ok(layout) = CommonBufferLayout::for_device() else {
-        return STATUS_INSUFFICIENT_RESOURCES;
-    };
     let context = DeviceContext {
-        layout,
         buffer: None,
+        own: SpinLock::new(core::ptr::null()),
         hardware_claimed: AtomicBool::new(false),
         carve_out_claimed: AtomicBool::new(false),
         allocator_leaks: AtomicU32::new(0),
@@ -147,7 +152,7 @@ unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-/// `AVStrMiniDevicePostStart`'s predecessor, `AVStrMiniDeviceStart`: on the
+/// `AVStrMiniDeviceStart`: on the
 /// first start, allocates the common buffer and creates the filter factory.
 ///
 /// IRQL: PASSIVE_LEVEL. Never returns `STATUS_PENDING`.
@@ -174,9 +179,22 @@ unsafe extern "C" fn device_start(
     };
     if context.buffer.is_none() {
         // SAFETY: live device at PASSIVE_LEVEL.
-        let Some(buffer) = (unsafe { allocate_common_buffer(device, context.layout.total) }) else {
+        // The largest layout that can be had; smaller ones refuse the
+        // formats their slots cannot hold at pin creation.
+        let buffer = CommonBufferLayout::fallbacks()
+            .into_iter()
+            .flatten()
+            .find_map(|layout| {
+                // SAFETY: live device at PASSIVE_LEVEL.
+                unsafe { allocate_common_buffer(device, layout) }
+            });
+        let Some(buffer) = buffer else {
+            debug_print(c"avscap: no common buffer of any size could be allocated\n");
             return STATUS_INSUFFICIENT_RESOURCES;
         };
+        if buffer.layout != CommonBufferLayout::fallbacks()[0].unwrap_or(buffer.layout) {
+            debug_print(c"avscap: common buffer smaller than the largest format needs; larger formats will be refused\n");
+        }
         context.buffer = Some(buffer);
     }
     // SAFETY: live device at PASSIVE_LEVEL; the factory is created under the
@@ -217,24 +235,19 @@ static REFERENCE_STRING: [u16; 7] = [
     0,
 ];
 
-/// `AVStrMiniDeviceStop`: gives the common buffer back.
+/// `AVStrMiniDeviceRemove`: gives the common buffer back.
 ///
-/// IRQL: PASSIVE_LEVEL. AVStream has closed every filter (the factory is
-/// `KSCREATE_ITEM_FREEONSTOP`), so no pin or allocator uses the buffer.
-unsafe extern "C" fn device_stop(device: PKSDEVICE, _irp: PIRP) {
-    // SAFETY: live device; Context set by `device_add`.
+/// IRQL: PASSIVE_LEVEL. Remove comes after the last handle to the device's
+/// filters is closed (pins and allocators included), so nothing uses the
+/// buffer any more. A PnP stop (`Stop` is not dispatched) keeps the buffer:
+/// filters opened before it may still be streaming into it.
+unsafe extern "C" fn device_remove(device: PKSDEVICE, _irp: PIRP) {
+    // SAFETY: live device; Context set by `device_add`; Remove is the last
+    // device callback, so this is the only reference.
     if let Some(context) = unsafe { (*device).Context.cast::<DeviceContext>().as_mut() } {
         // SAFETY: see the function's IRQL and lifetime notes.
         unsafe { release_common_buffer(context) };
     }
-}
-
-/// `AVStrMiniDeviceRemove`: as Stop (a surprise removal may skip Stop).
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn device_remove(device: PKSDEVICE, irp: PIRP) {
-    // SAFETY: same contract as device_stop.
-    unsafe { device_stop(device, irp) };
 }
 
 /// Gets the common buffer: a DMA adapter for a 32-bit bus master and its
@@ -242,7 +255,11 @@ unsafe extern "C" fn device_remove(device: PKSDEVICE, irp: PIRP) {
 /// device may get none), physically contiguous memory below 4 GiB.
 ///
 /// IRQL: PASSIVE_LEVEL.
-unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<CommonBuffer> {
+unsafe fn allocate_common_buffer(
+    device: PKSDEVICE,
+    layout: CommonBufferLayout,
+) -> Option<CommonBuffer> {
+    let total = layout.total;
     let length = u32::try_from(total).ok()?;
     // SAFETY: DEVICE_DESCRIPTION is integers and BOOLEANs; all-zero is valid.
     let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
@@ -281,6 +298,7 @@ unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<Comm
                 len: total,
             };
             return Some(CommonBuffer {
+                layout,
                 region,
                 source: BufferSource::Adapter(adapter),
             });
@@ -313,6 +331,7 @@ unsafe fn allocate_common_buffer(device: PKSDEVICE, total: usize) -> Option<Comm
     // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
     let logical_base = unsafe { physical.QuadPart }.cast_unsigned();
     Some(CommonBuffer {
+        layout,
         region: Region {
             virtual_base: va as usize,
             logical_base,

@@ -10,6 +10,7 @@
 //! frames are in the common buffer or locked client buffers mapped by
 //! ks.sys, and the code is in `.text` (the driver puts nothing in `PAGE`).
 
+use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
 use wdk_sys::ntddk::{
@@ -32,7 +33,7 @@ use crate::portable::capture_engine::{
 };
 use crate::portable::frame_pool::FramePool;
 use crate::portable::image::synthesize;
-use crate::portable::video_format::FrameLayout;
+use crate::portable::video_format::{FrameLayout, VideoFormat};
 
 /// Most frames in flight to the hardware at once.
 pub(crate) const QUEUE_DEPTH: usize = 8;
@@ -46,30 +47,31 @@ pub(crate) struct Shared {
     pub(crate) engine: Option<Engine>,
     /// Staging slots for frames that are not ours.
     pub(crate) staging: FramePool,
-    /// The pin's allocator pool while an allocator instance exists: frames
-    /// found in it are written in place.
-    pub(crate) own: *const FramePool,
     /// Process returned `STATUS_PENDING`: the DPC restarts it after a completion.
     pub(crate) pend_io: bool,
     /// Totals of the last stream (kept after stop for the property).
     pub(crate) last_stats: EngineStats,
-    /// Layout of the frames the hardware writes.
+    /// The connection format.
+    pub(crate) format: VideoFormat,
+    /// Layout of the frames the hardware writes (the format's).
     pub(crate) layout: FrameLayout,
     /// The graph's master clock, when one was assigned (ACQUIRE to STOP;
     /// one reference held).
     clock: PIKSREFERENCECLOCK,
 }
 
-// SAFETY: the raw pointers inside (`own`, the clones in the engine) are only
-// dereferenced under the spin lock or by the one thread that popped a
-// target from the engine, and they point at nonpaged memory that ks.sys or
-// the allocator keeps alive until the driver gives it back.
+// SAFETY: the raw pointers inside (the clones in the engine, the clock) are
+// only dereferenced under the spin lock or by the one thread that popped a
+// target from the engine, and they point at nonpaged objects that ks.sys
+// keeps alive until the driver gives them back.
 unsafe impl Send for Shared {}
 
 /// The simulated hardware of one pin.
 pub(crate) struct Hardware {
-    timer: KTIMER,
-    dpc: KDPC,
+    /// Written by the kernel (`KeSetTimer`, expiry) while `&Hardware` is
+    /// shared: hence the cells.
+    timer: UnsafeCell<KTIMER>,
+    dpc: UnsafeCell<KDPC>,
     pub(crate) shared: SpinLock<Shared>,
     pin: PKSPIN,
     qpc_frequency: i64,
@@ -77,19 +79,24 @@ pub(crate) struct Hardware {
 
 impl Hardware {
     /// A stopped hardware for `pin`, streaming frames of `layout`.
-    pub(crate) fn new(pin: PKSPIN, layout: FrameLayout, staging: FramePool) -> Self {
+    pub(crate) fn new(
+        pin: PKSPIN,
+        format: VideoFormat,
+        layout: FrameLayout,
+        staging: FramePool,
+    ) -> Self {
         Hardware {
             // SAFETY: KTIMER and KDPC are plain kernel structs that
             // `init` initialises before any use; zero is a valid placeholder.
-            timer: unsafe { core::mem::zeroed() },
+            timer: UnsafeCell::new(unsafe { core::mem::zeroed() }),
             // SAFETY: as above.
-            dpc: unsafe { core::mem::zeroed() },
+            dpc: UnsafeCell::new(unsafe { core::mem::zeroed() }),
             shared: SpinLock::new(Shared {
                 engine: None,
                 staging,
-                own: core::ptr::null(),
                 pend_io: false,
                 last_stats: EngineStats::default(),
+                format,
                 layout,
                 clock: null_mut(),
             }),
@@ -108,11 +115,11 @@ impl Hardware {
         // SAFETY: the timer and DPC live in nonpaged pool at a stable
         // address for as long as this hardware (the pin context); the DPC
         // routine only uses `context` while the timer can fire, and
-        // `shutdown` flushes it before the memory goes. QPC may be read at
+        // `quiesce` flushes it before the memory goes. QPC may be read at
         // any IRQL.
         unsafe {
-            KeInitializeTimerEx(&raw mut self.timer, _TIMER_TYPE::NotificationTimer);
-            KeInitializeDpc(&raw mut self.dpc, Some(timer_dpc), context);
+            KeInitializeTimerEx(self.timer.get(), _TIMER_TYPE::NotificationTimer);
+            KeInitializeDpc(self.dpc.get(), Some(timer_dpc), context);
             KeQueryPerformanceCounter(&raw mut frequency);
             self.qpc_frequency = frequency.QuadPart;
         }
@@ -139,13 +146,7 @@ impl Hardware {
             };
             // SAFETY: timer and DPC were initialised in `init` and live as
             // long as `self`; KeSetTimer may be called at <= DISPATCH_LEVEL.
-            unsafe {
-                KeSetTimer(
-                    core::ptr::from_ref(&self.timer).cast_mut(),
-                    due_time,
-                    core::ptr::from_ref(&self.dpc).cast_mut(),
-                )
-            };
+            unsafe { KeSetTimer(self.timer.get(), due_time, self.dpc.get()) };
         }
     }
 
@@ -181,7 +182,7 @@ impl Hardware {
         // lock, no DPC re-arms the timer, so once it is cancelled and the
         // queued DPCs are flushed, none can run again.
         unsafe {
-            KeCancelTimer(core::ptr::from_ref(&self.timer).cast_mut());
+            KeCancelTimer(self.timer.get());
             KeFlushQueuedDpcs();
         }
     }
@@ -233,14 +234,30 @@ impl Hardware {
 
     /// Switches to frames of another layout, with staging slots laid out
     /// for it. Only while no engine exists (STOP); returns false otherwise.
-    pub(crate) fn reformat(&self, layout: FrameLayout, staging: FramePool) -> bool {
+    pub(crate) fn reformat(
+        &self,
+        format: VideoFormat,
+        layout: FrameLayout,
+        staging: FramePool,
+    ) -> bool {
         let mut shared = self.shared.lock();
         if shared.engine.is_some() || shared.staging.in_use() != 0 {
             return false;
         }
+        shared.format = format;
         shared.layout = layout;
         shared.staging = staging;
         true
+    }
+
+    /// The connection format.
+    pub(crate) fn format(&self) -> VideoFormat {
+        self.shared.lock().format
+    }
+
+    /// Bytes of one frame of the connection format.
+    pub(crate) fn image_size(&self) -> u32 {
+        self.shared.lock().layout.image_size
     }
 
     /// Creates the engine for a new stream and takes the graph's master
@@ -366,7 +383,10 @@ impl Hardware {
         // SAFETY: the clone is live (only this DPC or stop deletes it, and
         // stop flushes this DPC first) and locked (clones of a locked
         // leading edge start locked), so its header and data are resident.
-        let header = unsafe { &mut *(*clone).StreamHeader };
+        let header_ptr = unsafe { (*clone).StreamHeader };
+        // SAFETY: as above; no other reference to the header exists while
+        // this DPC owns the clone.
+        let header = unsafe { &mut *header_ptr };
         if let DmaTarget::Staging(slot) = dma {
             if written {
                 // SAFETY: `header.Data` is the locked client frame, at least
@@ -395,7 +415,10 @@ impl Hardware {
             // SAFETY: `Size` says the header is followed by a KS_FRAME_INFO
             // (the pin's StreamHeaderSize asks for one); same residency as
             // the header.
-            let info = unsafe { &mut *core::ptr::from_mut(header).add(1).cast::<KS_FRAME_INFO>() };
+            // The pointer is derived from the raw header pointer (whose
+            // allocation spans `Size` bytes), not from `header`, which only
+            // covers the KSSTREAM_HEADER itself.
+            let info = unsafe { &mut *header_ptr.add(1).cast::<KS_FRAME_INFO>() };
             info.ExtendedHeaderSize = ulong_size_of::<KS_FRAME_INFO>();
             info.dwFrameFlags = KS_VIDEO_FLAG_FRAME;
             info.PictureNumber = i64::try_from(c.picture_number).unwrap_or(i64::MAX);

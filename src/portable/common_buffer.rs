@@ -6,7 +6,7 @@
 
 use super::frame_pool::{Region, MAX_POOL_FRAMES};
 use super::framing::{CarveOut, FramingError, DEFAULT_PIN_FRAMES, PAGE_SIZE};
-use super::video_format::max_image_size;
+use super::video_format::{max_image_size, DATA_RANGES, FRAME_SIZES};
 
 /// Staging slots the device keeps: one being filled, one being copied out.
 pub const DEFAULT_STAGING_SLOTS: u32 = 2;
@@ -66,6 +66,34 @@ impl CommonBufferLayout {
     /// As [`Self::new`] (not for the offered formats).
     pub fn for_device() -> Result<Self, FramingError> {
         Self::new(max_image_size(), DEFAULT_PIN_FRAMES, DEFAULT_STAGING_SLOTS)
+    }
+
+    /// The layouts a device tries, largest first: slots for the largest
+    /// offered image, then for the largest image of each smaller frame size.
+    /// One physically contiguous buffer of the first size (about 142 MiB for
+    /// 3840x2160 RGB24) is often not to be had on a running system; a device
+    /// that gets a smaller one still starts, and formats whose image does not
+    /// fit a slot are refused at pin creation.
+    #[must_use]
+    pub fn fallbacks() -> [Option<Self>; FRAME_SIZES.len()] {
+        let mut out = [None; FRAME_SIZES.len()];
+        for (slot, &(w, h)) in out.iter_mut().zip(FRAME_SIZES.iter().rev()) {
+            let largest = DATA_RANGES
+                .iter()
+                .filter(|f| (f.width, f.height) == (w, h))
+                .filter_map(|f| f.layout().ok())
+                .map(|l| l.image_size)
+                .max();
+            *slot = largest
+                .and_then(|image| Self::new(image, DEFAULT_PIN_FRAMES, DEFAULT_STAGING_SLOTS).ok());
+        }
+        out
+    }
+
+    /// Whether frames of `image_size` bytes fit this layout's slots.
+    #[must_use]
+    pub const fn holds(&self, image_size: u32) -> bool {
+        image_size <= self.slot_size
     }
 
     fn allocator_len(&self) -> usize {
@@ -133,6 +161,23 @@ mod tests {
             let plan = framing::staging_plan(&layout, 2, &staging).unwrap();
             assert_eq!(plan.frames, 2);
         }
+    }
+
+    #[test]
+    fn fallbacks_shrink_from_the_largest_format() {
+        let all = CommonBufferLayout::fallbacks();
+        let sizes = all.map(|l| l.unwrap().slot_size);
+        assert_eq!(
+            sizes[0],
+            CommonBufferLayout::for_device().unwrap().slot_size
+        );
+        assert!(sizes.windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+        // 1920x1080 RGB24 = 6,220,800 bytes, rounded up to 1,519 pages.
+        assert_eq!(sizes[1], 6_221_824);
+        let smallest = all[4].unwrap();
+        assert!(smallest.holds(230_400)); // 320x240 RGB24
+        assert!(!smallest.holds(460_800 * 2)); // 640x480 YUY2
+        assert_eq!(smallest.total, 6 * 233_472);
     }
 
     #[test]

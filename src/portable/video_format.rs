@@ -506,7 +506,7 @@ fn canonical_interval(interval: i64) -> Option<i64> {
     }
     FRAME_INTERVALS
         .into_iter()
-        .find(|&ours| (interval - ours).abs() <= 1)
+        .find(|&ours| interval.abs_diff(ours) <= 1)
 }
 
 /// A format a client proposes (`KS_DATAFORMAT_VIDEOINFOHEADER`, as read by the
@@ -699,7 +699,7 @@ impl ClientRange {
             v.min_frame_interval <= ours.frame_interval
                 && ours.frame_interval <= v.max_frame_interval
         } else {
-            v.avg_time_per_frame == 0 || (v.avg_time_per_frame - ours.frame_interval).abs() <= 1
+            v.avg_time_per_frame == 0 || v.avg_time_per_frame.abs_diff(ours.frame_interval) <= 1
         };
         dims_ok && bitmap_ok && interval_ok
     }
@@ -933,6 +933,23 @@ mod tests {
             frame_interval: 166_667,
         };
         assert_eq!(f.video_info().unwrap().bit_rate, u32::MAX);
+    }
+
+    #[test]
+    fn extreme_intervals_are_refused_not_overflowed() {
+        let mut p = proposed(&default_format());
+        for interval in [i64::MIN, i64::MAX, -333_333] {
+            p.info.avg_time_per_frame = interval;
+            assert_eq!(validate_format(&p), Err(FormatError::UnsupportedInterval));
+            let client = ClientRange {
+                video: Some(ClientVideoRange {
+                    avg_time_per_frame: interval,
+                    ..ClientVideoRange::default()
+                }),
+                ..ClientRange::ANY
+            };
+            assert_eq!(intersect_any(&client), Err(FormatError::NoMatch));
+        }
     }
 
     #[test]
