@@ -101,6 +101,22 @@ const fn framing_ex(p: &PinFraming) -> KSALLOCATOR_FRAMING_EX {
     f
 }
 
+// The KS framing is the core's, field by field (checked at compile time
+// for the declared framing and for a connection's).
+const _: () = {
+    let declared = PinFraming::declared();
+    let f = framing_ex(&declared);
+    let item = &f.FramingItem[0];
+    assert!(f.CountItems == 1 && f.OutputCompression.RatioNumerator == 1);
+    assert!(f.OutputCompression.RatioDenominator == 1);
+    assert!(item.MemoryType.Data1 == declared.memory_type.data1);
+    assert!(item.Flags == declared.flags && item.Frames == declared.frames);
+    assert!(bindings::framing_item_file_alignment(item) == declared.file_alignment);
+    assert!(item.FramingRange.Range.MinFrameSize == declared.framing_range.min);
+    assert!(item.FramingRange.Range.MaxFrameSize == declared.framing_range.max);
+    assert!(item.PhysicalRange.MaxFrameSize == declared.physical_range.max);
+};
+
 /// The declared framing (edited per connection in Create, never in place).
 static PIN_FRAMING: KSALLOCATOR_FRAMING_EX = framing_ex(&PinFraming::declared());
 

@@ -277,3 +277,41 @@ pub(crate) fn format_for(format: &VideoFormat) -> Option<KS_DATAFORMAT_VIDEOINFO
 const _: () =
     assert!(ulong_size_of::<KS_DATAFORMAT_VIDEOINFOHEADER>() == KS_DATAFORMAT_VIDEOINFOHEADER_SIZE);
 const _: () = assert!(ulong_size_of::<KS_BITMAPINFOHEADER>() == BITMAPINFOHEADER_SIZE);
+
+// The static table is the core's ranges, translated field by field: checked
+// at compile time for every range, so a translation slip fails the build.
+const _: () = {
+    let ranges = build_ranges();
+    let mut i = 0;
+    while i < DATA_RANGE_COUNT {
+        let r = &ranges[i];
+        let f = &DATA_RANGES[i];
+        let (Ok(layout), Ok(info)) = (f.layout(), f.video_info()) else {
+            panic!("an offered format has no layout");
+        };
+        // SAFETY: both members of the KSDATAFORMAT union cover the same
+        // initialised bytes, all integers and GUIDs.
+        let header = unsafe { r.DataRange.__bindgen_anon_1 };
+        assert!(header.FormatSize == ulong_size_of::<KS_DATARANGE_VIDEO>());
+        assert!(header.SampleSize == layout.image_size);
+        assert!(header.MajorFormat.Data1 == KSDATAFORMAT_TYPE_VIDEO.data1);
+        assert!(header.SubFormat.Data1 == f.pixel.subtype().data1);
+        assert!(header.SubFormat.Data2 == f.pixel.subtype().data2);
+        assert!(header.Specifier.Data1 == KSDATAFORMAT_SPECIFIER_VIDEOINFO.data1);
+        assert!(r.bFixedSizeSamples == 1 && r.bTemporalCompression == 0);
+        assert!(r.ConfigCaps.MinFrameInterval == f.frame_interval);
+        assert!(r.ConfigCaps.MaxFrameInterval == f.frame_interval);
+        assert!(
+            r.ConfigCaps.InputSize.cx == info.width && r.ConfigCaps.InputSize.cy == info.height
+        );
+        let vih = &r.VideoInfoHeader;
+        assert!(vih.AvgTimePerFrame == f.frame_interval);
+        assert!(vih.dwBitRate == info.bit_rate);
+        assert!(vih.bmiHeader.biSize == BITMAPINFOHEADER_SIZE);
+        assert!(vih.bmiHeader.biWidth == info.width && vih.bmiHeader.biHeight == info.height);
+        assert!(vih.bmiHeader.biBitCount == f.pixel.bit_count());
+        assert!(vih.bmiHeader.biCompression == f.pixel.compression());
+        assert!(vih.bmiHeader.biSizeImage == layout.image_size);
+        i += 1;
+    }
+};
