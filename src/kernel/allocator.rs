@@ -21,7 +21,7 @@ use super::bindings::{
     PKSPIN,
 };
 use super::capture_pin::PinContext;
-use super::device::{debug_print, DeviceContext};
+use super::device::{debug_print, DeviceContext, PoolLink};
 use super::nonpaged::PoolBox;
 use crate::portable::frame_pool::FramePool;
 use crate::portable::framing::AllocatorFraming;
@@ -99,7 +99,7 @@ unsafe extern "C" fn initialize_allocator(
     let raw = allocator.into_raw();
     // SAFETY: `raw` is live until DeleteAllocator, which clears this
     // pointer under the same lock before freeing it.
-    *device.own.lock() = unsafe { &raw const (*raw).pool };
+    *device.own.lock() = PoolLink(unsafe { &raw const (*raw).pool });
     // SAFETY: ks.sys passes a valid out pointer.
     unsafe { *context = raw.cast() };
     STATUS_SUCCESS
@@ -153,8 +153,8 @@ unsafe extern "C" fn delete_allocator(context: PVOID) {
     };
     {
         let mut own = device.own.lock();
-        if core::ptr::eq(*own, &raw const allocator.pool) {
-            *own = core::ptr::null();
+        if core::ptr::eq(own.0, &raw const allocator.pool) {
+            own.0 = core::ptr::null();
         }
     }
     if allocator.pool.in_use() == 0 {

@@ -63,12 +63,16 @@ impl PinContext {
     /// # Safety
     /// `pin` is a live pin of this driver whose Create succeeded and whose
     /// Close has not run.
+    ///
+    /// IRQL: any (reads the pin object and its context, both nonpaged).
     pub(crate) unsafe fn of<'a>(pin: PKSPIN) -> Option<&'a PinContext> {
         // SAFETY: the caller's guarantee: Context is the PinContext Create set.
         unsafe { (*pin).Context.cast::<PinContext>().as_ref() }
     }
 
     /// The device context this pin streams from.
+    ///
+    /// IRQL: any.
     pub(crate) fn device(&self) -> Option<&DeviceContext> {
         // SAFETY: the device outlives its pins.
         unsafe { self.device.as_ref() }
@@ -201,6 +205,8 @@ pub(crate) static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable
 ///
 /// # Safety
 /// `pin` is live and its `ConnectionFormat` set (true from `SetDataFormat` on).
+///
+/// IRQL: PASSIVE_LEVEL (pin Create and `SetDataFormat`).
 unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
     // SAFETY: the caller's guarantee; ks.sys validated FormatSize against
     // the buffer it allocated for the format.
@@ -215,6 +221,8 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
 
 /// The staging slots of the device's common buffer, laid out for frames of
 /// `layout`.
+///
+/// IRQL: PASSIVE_LEVEL (pin Create and `SetDataFormat`).
 fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePool, NTSTATUS> {
     // A common buffer whose slots are smaller than this format's image (the
     // device got only a fallback layout) cannot stream it.
@@ -297,20 +305,23 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
         hardware: Hardware::new(pin, format, layout, staging),
         claimed: AtomicBool::new(false),
     };
-    let Some(mut context) = PoolBox::try_new(context) else {
+    let Some(context) = PoolBox::try_new(context) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    context.hardware.init();
     // SAFETY: live pin, PASSIVE, control mutex held during Create.
     let status = unsafe { edit_framing(pin, &pin_framing) };
     if status < 0 {
         return status; // `context` drops here
     }
+    let raw = context.into_raw();
+    // SAFETY: `raw` is the context's final address (owned by the pin until
+    // Close); only shared references to it are made from here on.
+    unsafe { (*raw).hardware.init() };
     // SAFETY: live pin; StreamHeaderSize and Context are the minidriver's.
     unsafe {
         (*pin).StreamHeaderSize =
             ulong_size_of::<KSSTREAM_HEADER>() + ulong_size_of::<KS_FRAME_INFO>();
-        (*pin).Context = context.into_raw().cast();
+        (*pin).Context = raw.cast();
     }
     STATUS_SUCCESS
 }
@@ -333,6 +344,7 @@ unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
+/// IRQL: any (an atomic store).
 fn release_claim(context: &PinContext) {
     if context.claimed.swap(false, Ordering::AcqRel) {
         if let Some(device) = context.device() {
@@ -359,6 +371,11 @@ unsafe extern "C" fn pin_set_data_format(
         Ok(f) => f,
         Err(status) => return status,
     };
+    // SAFETY: live pin of this driver.
+    let device = unsafe { DeviceContext::of_object(pin.cast()) };
+    if !device.is_some_and(|d| d.streams(&format)) {
+        return STATUS_NO_MATCH; // the common buffer's slots are too small
+    }
     if old_format.is_null() {
         return STATUS_SUCCESS; // Context still belongs to the filter here
     }
@@ -386,7 +403,11 @@ unsafe extern "C" fn pin_set_data_format(
         Ok(pool) => pool,
         Err(status) => return status,
     };
-    // The step that can fail first; the pin changes only after it worked.
+    // Everything that can refuse comes before the pin changes: the
+    // hardware's precondition, then the framing edit.
+    if !context.hardware.can_reformat() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
     // SAFETY: live pin, PASSIVE, control mutex held.
     let status = unsafe { edit_framing(pin, &pin_framing) };
     if status < 0 {
@@ -453,12 +474,13 @@ unsafe extern "C" fn pin_set_device_state(
 
 /// What Process does with the frame under the leading edge.
 enum Step {
-    /// Cloned and queued to the hardware: move on to the next frame.
-    Queued,
+    /// Routed and cloned: the leading edge moves on, then the clone goes to
+    /// the hardware.
+    Cloned(Target<PKSSTREAM_POINTER>, u32),
     /// The frame cannot hold the image: complete it empty and move on.
     Skip,
-    /// No room in the hardware, no staging slot or no clone: stop here and
-    /// let the DPC restart processing.
+    /// No room in the hardware, no staging slot or no clone: stop here; the
+    /// DPC restarts processing after its next completion.
     Pend,
 }
 
@@ -494,42 +516,46 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
             // offsets by 0 bytes might not leave it.
             // SAFETY: locked leading edge.
             status = unsafe { KsStreamPointerAdvance(leading) };
-            if status < 0 {
-                break;
-            }
-            continue;
-        }
-        // SAFETY: see `queue_frame`.
-        match unsafe {
-            queue_frame(
-                hardware,
-                context.device(),
-                leading,
-                data as usize,
-                remaining,
-            )
-        } {
-            Step::Pend => {
-                status = STATUS_PENDING;
-                break;
-            }
-            Step::Skip => {
-                // The frame cannot hold an image: it completes empty, with
-                // an error status the client sees, instead of coming back
-                // as a success with no data.
-                // SAFETY: locked leading edge; its header is writable.
-                unsafe {
-                    (*(*leading).StreamHeader).DataUsed = 0;
-                    // Best effort: the frame completes empty either way.
-                    let _ = KsStreamPointerSetStatusCode(leading, STATUS_BUFFER_TOO_SMALL);
+        } else {
+            // SAFETY: see `prepare_frame`.
+            match unsafe {
+                prepare_frame(
+                    hardware,
+                    context.device(),
+                    leading,
+                    data as usize,
+                    remaining,
+                )
+            } {
+                Step::Pend => {
+                    status = STATUS_PENDING;
+                    break;
+                }
+                Step::Skip => {
+                    // The frame cannot hold an image: it completes empty, with
+                    // an error status the client sees, instead of coming back
+                    // as a success with no data.
+                    // SAFETY: locked leading edge; its header is writable;
+                    // advancing by the whole (non-zero) remainder moves on.
+                    status = unsafe {
+                        (*(*leading).StreamHeader).DataUsed = 0;
+                        // Best effort: the frame completes empty either way.
+                        let _ = KsStreamPointerSetStatusCode(leading, STATUS_BUFFER_TOO_SMALL);
+                        KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0)
+                    };
+                }
+                Step::Cloned(target, image) => {
+                    // The leading edge leaves the frame first (by exactly the
+                    // bytes the hardware will write, ejecting the rest, so a
+                    // DataUsed computed by ks.sys agrees with ours); only then
+                    // may the DPC complete the clone.
+                    // SAFETY: locked leading edge; `image` <= `remaining`
+                    // (route_frame checked); the clone keeps the frame alive.
+                    status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, image, 1) };
+                    hardware.submit_or_abandon(target);
                 }
             }
-            Step::Queued => {}
         }
-        // SAFETY: locked leading edge; advancing by the whole remainder
-        // (non-zero here) moves it to the next frame (and relocks it); the
-        // clone keeps a queued frame alive.
-        status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0) };
         if status < 0 {
             break;
         }
@@ -539,51 +565,60 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
         unsafe { KsStreamPointerUnlock(leading, 0) };
     } else if status == STATUS_DEVICE_NOT_READY {
         status = STATUS_SUCCESS; // ran off the end of the queue
-    }
-    if status < 0 || status == STATUS_PENDING {
+    } else {
         hardware.shared.lock().pend_io = true;
     }
     status
 }
 
 /// Routes the frame under the locked leading edge (zero-copy when it is one
-/// of the device's allocator frames), clones it and queues
-/// the clone, all under the hardware lock so the DPC never sees a half-made
-/// target.
+/// of the device's allocator frames, else a staging slot) and clones it,
+/// under the hardware lock. On `Pend` it marks Process as pended under the
+/// same lock, so a completion in between cannot miss the restart.
+///
+/// IRQL: PASSIVE_LEVEL on entry; DISPATCH_LEVEL inside (spin locks held
+/// while `KsStreamPointerClone` and, on failure, `KsStreamPointerDelete`
+/// run, both allowed at DISPATCH_LEVEL).
 ///
 /// # Safety
 /// `leading` is the pin's locked leading edge, `data` its frame's system
 /// address with `remaining` bytes.
-unsafe fn queue_frame(
+unsafe fn prepare_frame(
     hardware: &Hardware,
     device: Option<&DeviceContext>,
     leading: PKSSTREAM_POINTER,
     data: usize,
     remaining: u32,
 ) -> Step {
-    let mut shared = hardware.shared.lock();
-    let shared = &mut *shared;
+    let mut guard = hardware.shared.lock();
+    let shared = &mut *guard;
     let image = shared.layout.image_size;
-    let Some(engine) = shared
+    let ready = shared
         .engine
-        .as_mut()
-        .filter(|e| e.is_running() && e.has_room())
-    else {
+        .as_ref()
+        .is_some_and(|e| e.is_running() && e.has_room());
+    if !ready {
+        shared.pend_io = true;
         return Step::Pend;
-    };
+    }
     // Lock order: the hardware lock, then the device's allocator lock (no
     // path takes them the other way round).
     let routed = {
         let own_guard = device.map(|d| d.own.lock());
         // SAFETY: the pool is live while its pointer is set: DeleteAllocator
         // clears it under this lock before freeing it.
-        let own = own_guard.as_deref().and_then(|p| unsafe { p.as_ref() });
+        let own = own_guard
+            .as_deref()
+            .and_then(|link| unsafe { link.0.as_ref() });
         route_frame(own, &shared.staging, data, remaining, image)
     };
     let dma = match routed {
         Ok(dma) => dma,
         Err(RouteError::FrameTooSmall { .. }) => return Step::Skip,
-        Err(RouteError::NoStagingSlot) => return Step::Pend,
+        Err(RouteError::NoStagingSlot) => {
+            shared.pend_io = true;
+            return Step::Pend;
+        }
     };
     let mut clone: PKSSTREAM_POINTER = null_mut();
     // SAFETY: locked leading edge; cloning is allowed at DISPATCH_LEVEL (we
@@ -594,20 +629,10 @@ unsafe fn queue_frame(
         if let DmaTarget::Staging(slot) = dma {
             let _ = shared.staging.free(slot.virtual_address);
         }
+        shared.pend_io = true;
         return Step::Pend;
     }
-    match engine.submit(Target { cookie: clone, dma }) {
-        Ok(()) => Step::Queued,
-        // Unreachable (room was checked under the same lock); handled anyway.
-        Err(target) => {
-            if let DmaTarget::Staging(slot) = target.dma {
-                let _ = shared.staging.free(slot.virtual_address);
-            }
-            // SAFETY: the clone was just made and is ours.
-            unsafe { bindings::KsStreamPointerDelete(clone) };
-            Step::Pend
-        }
-    }
+    Step::Cloned(Target { cookie: clone, dma }, image)
 }
 
 // --- Intersection and properties ---------------------------------------------
@@ -617,7 +642,7 @@ unsafe fn queue_frame(
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn intersect_handler(
-    _filter: PVOID,
+    filter: PVOID,
     _irp: PIRP,
     _pin: PKSP_PIN,
     caller_range: PKSDATARANGE,
@@ -629,6 +654,13 @@ unsafe extern "C" fn intersect_handler(
     let Some(ours) = our_range(our_range_ptr) else {
         return STATUS_NO_MATCH;
     };
+    // A format the device's common buffer cannot hold is not offered.
+    // SAFETY: the handler's context is the filter, a live object of this
+    // driver.
+    let device = unsafe { DeviceContext::of_object(filter) };
+    if !device.is_some_and(|d| d.streams(&ours)) {
+        return STATUS_NO_MATCH;
+    }
     // SAFETY: ks.sys checked the caller's range against the request buffer.
     let client = unsafe { read_client_range(caller_range) };
     let format = match intersect(&client, &ours) {

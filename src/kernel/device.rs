@@ -26,6 +26,7 @@ use super::filter::FILTER_DESCRIPTOR;
 use super::nonpaged::{PoolBox, SpinLock};
 use crate::portable::common_buffer::CommonBufferLayout;
 use crate::portable::frame_pool::{FramePool, Region};
+use crate::portable::video_format::VideoFormat;
 
 /// `DEVICE_DESCRIPTION_VERSION` (the original layout, which both header
 /// sets define identically).
@@ -53,6 +54,15 @@ pub(crate) struct CommonBuffer {
     source: BufferSource,
 }
 
+/// The allocator pool a device's Process looks frames up in (null: none).
+pub(crate) struct PoolLink(pub(crate) *const FramePool);
+
+// SAFETY: the pointer is only dereferenced under the device's `own` spin
+// lock, and the pool it points at is nonpaged and freed only after the link
+// is cleared under that lock (allocator.rs); moving the link between CPUs
+// moves nothing else.
+unsafe impl Send for PoolLink {}
+
 /// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
 /// the device).
 pub(crate) struct DeviceContext {
@@ -64,7 +74,7 @@ pub(crate) struct DeviceContext {
     /// The allocator instance's pool while one exists. Process looks client
     /// frames up in it; `DeleteAllocator` clears it under this lock before
     /// freeing the pool.
-    pub(crate) own: SpinLock<*const FramePool>,
+    pub(crate) own: SpinLock<PoolLink>,
     /// Set while a pin owns the simulated hardware (STOP → ACQUIRE claims it).
     pub(crate) hardware_claimed: AtomicBool,
     /// Set while an allocator instance owns the allocator carve-out.
@@ -74,7 +84,20 @@ pub(crate) struct DeviceContext {
 }
 
 impl DeviceContext {
+    /// Whether the device can stream `format`: its common buffer exists and
+    /// its slots hold the format's image (a fallback layout may not).
+    ///
+    /// IRQL: any.
+    pub(crate) fn streams(&self, format: &VideoFormat) -> bool {
+        match (self.buffer, format.layout()) {
+            (Some(buffer), Ok(layout)) => buffer.layout.holds(layout.image_size),
+            _ => false,
+        }
+    }
+
     /// The context of the device that owns a KS object (filter, pin).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (`KsGetDevice`).
     ///
     /// # Safety
     /// `object` is a live `PKSFILTER` or `PKSPIN` of this driver, whose device
@@ -125,7 +148,7 @@ unsafe extern "C" fn free_device_context(context: PVOID) {
 unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
     let context = DeviceContext {
         buffer: None,
-        own: SpinLock::new(core::ptr::null()),
+        own: SpinLock::new(PoolLink(core::ptr::null())),
         hardware_claimed: AtomicBool::new(false),
         carve_out_claimed: AtomicBool::new(false),
         allocator_leaks: AtomicU32::new(0),
@@ -152,8 +175,10 @@ unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-/// `AVStrMiniDeviceStart`: on the
-/// first start, allocates the common buffer and creates the filter factory.
+/// `AVStrMiniDeviceStart`: on the first start, allocates the common buffer
+/// and creates the filter factory; on a start after a PnP stop, only the
+/// factory (the buffer was kept, and pins opened before the stop may still
+/// be using it).
 ///
 /// IRQL: PASSIVE_LEVEL. Never returns `STATUS_PENDING`.
 unsafe extern "C" fn device_start(
@@ -172,30 +197,23 @@ unsafe extern "C" fn device_start(
     if started {
         return STATUS_SUCCESS; // PnP may send a second start; nothing to redo
     }
-    // SAFETY: the context lives as long as the device; device callbacks are
-    // serialised by AVStream, so no other reference is in use.
-    let Some(context) = (unsafe { context.as_mut() }) else {
+    if context.is_null() {
         return STATUS_INSUFFICIENT_RESOURCES;
-    };
-    if context.buffer.is_none() {
+    }
+    let mut allocated_here = false;
+    // SAFETY: a shared read; the context lives as long as the device.
+    if unsafe { (*context).buffer.is_none() } {
         // SAFETY: live device at PASSIVE_LEVEL.
-        // The largest layout that can be had; smaller ones refuse the
-        // formats their slots cannot hold at pin creation.
-        let buffer = CommonBufferLayout::fallbacks()
-            .into_iter()
-            .flatten()
-            .find_map(|layout| {
-                // SAFETY: live device at PASSIVE_LEVEL.
-                unsafe { allocate_common_buffer(device, layout) }
-            });
-        let Some(buffer) = buffer else {
+        let Some(buffer) = (unsafe { allocate_common_buffer(device) }) else {
             debug_print(c"avscap: no common buffer of any size could be allocated\n");
             return STATUS_INSUFFICIENT_RESOURCES;
         };
-        if buffer.layout != CommonBufferLayout::fallbacks()[0].unwrap_or(buffer.layout) {
-            debug_print(c"avscap: common buffer smaller than the largest format needs; larger formats will be refused\n");
-        }
-        context.buffer = Some(buffer);
+        // SAFETY: the buffer is written once, here, while it is still None,
+        // which is before the first filter factory exists: no pin or
+        // allocator can be reading it. Written through the raw pointer, so
+        // no `&mut DeviceContext` is ever made.
+        unsafe { (&raw mut (*context).buffer).write(Some(buffer)) };
+        allocated_here = true;
     }
     // SAFETY: live device at PASSIVE_LEVEL; the factory is created under the
     // device mutex. The descriptor is an immutable static. The reference
@@ -216,8 +234,9 @@ unsafe extern "C" fn device_start(
         KsReleaseDevice(device);
         status
     };
-    if status < 0 {
-        // SAFETY: nothing uses the buffer yet (no factory, so no filter).
+    if status < 0 && allocated_here {
+        // SAFETY: this call made the buffer and no factory exists, so
+        // nothing uses it.
         unsafe { release_common_buffer(context) };
     }
     status
@@ -242,25 +261,49 @@ static REFERENCE_STRING: [u16; 7] = [
 /// buffer any more. A PnP stop (`Stop` is not dispatched) keeps the buffer:
 /// filters opened before it may still be streaming into it.
 unsafe extern "C" fn device_remove(device: PKSDEVICE, _irp: PIRP) {
-    // SAFETY: live device; Context set by `device_add`; Remove is the last
-    // device callback, so this is the only reference.
-    if let Some(context) = unsafe { (*device).Context.cast::<DeviceContext>().as_mut() } {
+    // SAFETY: live device; Context set by `device_add`.
+    let context = unsafe { (*device).Context.cast::<DeviceContext>() };
+    if !context.is_null() {
         // SAFETY: see the function's IRQL and lifetime notes.
         unsafe { release_common_buffer(context) };
     }
 }
 
-/// Gets the common buffer: a DMA adapter for a 32-bit bus master and its
-/// `AllocateCommonBuffer`, or, when no adapter is granted (a root-enumerated
-/// device may get none), physically contiguous memory below 4 GiB.
+/// Gets the common buffer: the largest of the core's fallback layouts that
+/// can be had, from a DMA adapter for a 32-bit bus master
+/// (`AllocateCommonBuffer`), or, when no adapter is granted (a
+/// root-enumerated device may get none) or it gives no buffer, physically
+/// contiguous memory below 4 GiB. One adapter is requested for all sizes.
 ///
 /// IRQL: PASSIVE_LEVEL.
-unsafe fn allocate_common_buffer(
-    device: PKSDEVICE,
-    layout: CommonBufferLayout,
-) -> Option<CommonBuffer> {
-    let total = layout.total;
-    let length = u32::try_from(total).ok()?;
+unsafe fn allocate_common_buffer(device: PKSDEVICE) -> Option<CommonBuffer> {
+    let ladder = CommonBufferLayout::fallbacks();
+    let largest = ladder.iter().flatten().next()?;
+    // SAFETY: live device at PASSIVE_LEVEL.
+    let adapter = unsafe { get_adapter(device, largest.total) };
+    if adapter.is_null() {
+        debug_print(c"avscap: no DMA adapter granted; using contiguous memory below 4 GiB\n");
+    } else {
+        for layout in ladder.iter().flatten() {
+            // SAFETY: a live adapter at PASSIVE_LEVEL.
+            if let Some(buffer) = unsafe { adapter_buffer(adapter, *layout) } {
+                return Some(buffer);
+            }
+        }
+        // SAFETY: the adapter is ours and holds no buffer; give it back.
+        unsafe { put_adapter(adapter) };
+        debug_print(c"avscap: the DMA adapter gave no common buffer; trying contiguous memory\n");
+    }
+    ladder.iter().flatten().find_map(|layout| {
+        // SAFETY: PASSIVE_LEVEL.
+        unsafe { contiguous_buffer(*layout) }
+    })
+}
+
+/// `IoGetDmaAdapter` for a 32-bit, non-scatter/gather bus master, or NULL.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe fn get_adapter(device: PKSDEVICE, maximum: usize) -> PDMA_ADAPTER {
     // SAFETY: DEVICE_DESCRIPTION is integers and BOOLEANs; all-zero is valid.
     let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
     description.Version = DEVICE_DESCRIPTION_VERSION;
@@ -268,7 +311,7 @@ unsafe fn allocate_common_buffer(
     description.ScatterGather = 0;
     description.Dma32BitAddresses = 1;
     description.InterfaceType = _INTERFACE_TYPE::Internal;
-    description.MaximumLength = length;
+    description.MaximumLength = u32::try_from(maximum).unwrap_or(u32::MAX);
     let mut map_registers = 0u32;
     // SAFETY: PASSIVE_LEVEL; the PDO is the device's, live while it is; the
     // description and count outlive the call.
@@ -279,34 +322,52 @@ unsafe fn allocate_common_buffer(
             &raw mut map_registers,
         )
     };
-    // SAFETY: a non-null adapter has a valid DmaOperations table.
-    if let Some(ops) = unsafe { adapter.as_ref().and_then(|a| a.DmaOperations.as_ref()) } {
-        let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
-        // SAFETY: PASSIVE_LEVEL, as AllocateCommonBuffer requires; the
-        // adapter is live until PutDmaAdapter. Cached memory: x64 DMA is
-        // cache-coherent, and the CPU synthesizes whole frames into it.
-        let va = unsafe {
-            ops.AllocateCommonBuffer
-                .map_or(null_mut(), |f| f(adapter, length, &raw mut logical, 1))
-        };
-        if !va.is_null() {
-            // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-            let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
-            let region = Region {
-                virtual_base: va as usize,
-                logical_base,
-                len: total,
-            };
-            return Some(CommonBuffer {
-                layout,
-                region,
-                source: BufferSource::Adapter(adapter),
-            });
-        }
-        // SAFETY: the adapter is ours and unused; give it back.
-        unsafe { put_adapter(adapter) };
+    // SAFETY: a non-null adapter points at a DMA_ADAPTER.
+    if !adapter.is_null() && unsafe { (*adapter).DmaOperations.is_null() } {
+        // An adapter without operations cannot even be put back; treat it as
+        // none (it is never seen from a conforming HAL).
+        return null_mut();
     }
-    debug_print(c"avscap: no DMA adapter or common buffer; using contiguous memory below 4 GiB\n");
+    adapter
+}
+
+/// One common buffer of `layout.total` bytes from `adapter`.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe fn adapter_buffer(
+    adapter: PDMA_ADAPTER,
+    layout: CommonBufferLayout,
+) -> Option<CommonBuffer> {
+    let length = u32::try_from(layout.total).ok()?;
+    // SAFETY: `get_adapter` returns only adapters with operations.
+    let allocate = unsafe { (*(*adapter).DmaOperations).AllocateCommonBuffer }?;
+    let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
+    // SAFETY: PASSIVE_LEVEL, as AllocateCommonBuffer requires; the adapter
+    // is live until PutDmaAdapter. Cached memory: x64 DMA is cache-coherent,
+    // and the CPU synthesizes whole frames into it.
+    let va = unsafe { allocate(adapter, length, &raw mut logical, 1) };
+    if va.is_null() {
+        return None;
+    }
+    // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
+    let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
+    Some(CommonBuffer {
+        layout,
+        region: Region {
+            virtual_base: va as usize,
+            logical_base,
+            len: layout.total,
+        },
+        source: BufferSource::Adapter(adapter),
+    })
+}
+
+/// Physically contiguous, cached memory below 4 GiB. Its "logical" address
+/// is the physical one: good enough for the simulated hardware, which never
+/// does DMA (a real device would need an adapter's logical address).
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe fn contiguous_buffer(layout: CommonBufferLayout) -> Option<CommonBuffer> {
     let lowest = PHYSICAL_ADDRESS { QuadPart: 0 };
     let highest = PHYSICAL_ADDRESS {
         QuadPart: HIGHEST_32BIT_ADDRESS,
@@ -315,7 +376,7 @@ unsafe fn allocate_common_buffer(
     // SAFETY: PASSIVE_LEVEL, as the routine requires.
     let va = unsafe {
         MmAllocateContiguousMemorySpecifyCache(
-            total as u64,
+            layout.total as u64,
             lowest,
             highest,
             boundary,
@@ -323,7 +384,6 @@ unsafe fn allocate_common_buffer(
         )
     };
     if va.is_null() {
-        debug_print(c"avscap: contiguous allocation for the common buffer failed\n");
         return None;
     }
     // SAFETY: `va` is a resident, nonpaged allocation we own.
@@ -335,7 +395,7 @@ unsafe fn allocate_common_buffer(
         region: Region {
             virtual_base: va as usize,
             logical_base,
-            len: total,
+            len: layout.total,
         },
         source: BufferSource::Contiguous,
     })
@@ -346,9 +406,11 @@ unsafe fn allocate_common_buffer(
 /// IRQL: PASSIVE_LEVEL.
 ///
 /// # Safety
-/// Nothing uses the buffer any more.
-unsafe fn release_common_buffer(context: &mut DeviceContext) {
-    let Some(buffer) = context.buffer.take() else {
+/// `context` is a live device context and nothing uses its buffer any more.
+unsafe fn release_common_buffer(context: *mut DeviceContext) {
+    // SAFETY: the caller's guarantee; taken through the raw pointer, so no
+    // `&mut DeviceContext` is made.
+    let Some(buffer) = (unsafe { (&raw mut (*context).buffer).replace(None) }) else {
         return;
     };
     let va = buffer.region.virtual_base as PVOID;
@@ -388,10 +450,13 @@ unsafe fn release_common_buffer(context: &mut DeviceContext) {
 
 /// `DMA_OPERATIONS.PutDmaAdapter`.
 ///
+/// IRQL: ≤ DISPATCH_LEVEL (called at PASSIVE_LEVEL here).
+///
 /// # Safety
 /// `adapter` is a live adapter from `IoGetDmaAdapter`, not used afterwards.
 unsafe fn put_adapter(adapter: PDMA_ADAPTER) {
-    // SAFETY: the caller's guarantee; PutDmaAdapter is PASSIVE_LEVEL.
+    // SAFETY: the caller's guarantee (an adapter from `get_adapter` has
+    // operations); PutDmaAdapter may be called at <= DISPATCH_LEVEL.
     unsafe {
         if let Some(put) = (*(*adapter).DmaOperations).PutDmaAdapter {
             put(adapter);

@@ -79,12 +79,17 @@ pub(crate) struct Hardware {
 
 impl Hardware {
     /// A stopped hardware for `pin`, streaming frames of `layout`.
+    ///
+    /// IRQL: PASSIVE_LEVEL (pin Create).
     pub(crate) fn new(
         pin: PKSPIN,
         format: VideoFormat,
         layout: FrameLayout,
         staging: FramePool,
     ) -> Self {
+        let mut frequency = LARGE_INTEGER { QuadPart: 0 };
+        // SAFETY: QPC may be read at any IRQL; the out pointer is a local.
+        unsafe { KeQueryPerformanceCounter(&raw mut frequency) };
         Hardware {
             // SAFETY: KTIMER and KDPC are plain kernel structs that
             // `init` initialises before any use; zero is a valid placeholder.
@@ -101,27 +106,26 @@ impl Hardware {
                 clock: null_mut(),
             }),
             pin,
-            qpc_frequency: 0,
+            // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
+            qpc_frequency: unsafe { frequency.QuadPart },
         }
     }
 
-    /// Initialises the timer and DPC in place. Called once, after the
-    /// hardware reached its final (pool) address.
+    /// Initialises the timer and DPC in place. Called once, through the
+    /// pointer the pin context will live at for good (after
+    /// `PoolBox::into_raw`), so the DPC's context pointer stays valid.
     ///
     /// IRQL: PASSIVE_LEVEL (pin Create).
-    pub(crate) fn init(&mut self) {
-        let context = core::ptr::from_mut(self).cast();
-        let mut frequency = LARGE_INTEGER { QuadPart: 0 };
+    pub(crate) fn init(&self) {
+        let context = core::ptr::from_ref(self).cast_mut().cast();
         // SAFETY: the timer and DPC live in nonpaged pool at a stable
-        // address for as long as this hardware (the pin context); the DPC
-        // routine only uses `context` while the timer can fire, and
-        // `quiesce` flushes it before the memory goes. QPC may be read at
-        // any IRQL.
+        // address for as long as this hardware (the pin context); they are
+        // cells, written only by these calls and the kernel. The DPC routine
+        // only uses `context` (as a shared reference) while the timer can
+        // fire, and `quiesce` flushes it before the memory goes.
         unsafe {
             KeInitializeTimerEx(self.timer.get(), _TIMER_TYPE::NotificationTimer);
             KeInitializeDpc(self.dpc.get(), Some(timer_dpc), context);
-            KeQueryPerformanceCounter(&raw mut frequency);
-            self.qpc_frequency = frequency.QuadPart;
         }
     }
 
@@ -139,6 +143,8 @@ impl Hardware {
     /// Arms the timer for the engine's next due time. Called with the lock
     /// held, so a concurrent stop either sees the timer armed (and cancels
     /// it) or arms nothing.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL; called with the hardware spin lock held (so at DISPATCH_LEVEL).
     fn arm(&self, shared: &Shared) {
         if let Some(due) = shared.engine.as_ref().and_then(Engine::next_due) {
             let due_time = LARGE_INTEGER {
@@ -176,6 +182,7 @@ impl Hardware {
         self.quiesce();
     }
 
+    /// IRQL: PASSIVE_LEVEL (`KeFlushQueuedDpcs` waits).
     fn quiesce(&self) {
         // SAFETY: the timer is initialised; PASSIVE_LEVEL, as
         // KeFlushQueuedDpcs requires. After the engine left RUN under the
@@ -232,8 +239,42 @@ impl Hardware {
         }
     }
 
+    /// Queues a clone Process prepared, after the leading edge has left its
+    /// frame. If the hardware stopped meanwhile, the frame is completed
+    /// empty and its staging slot freed instead.
+    ///
+    /// IRQL: PASSIVE_LEVEL (Process).
+    pub(crate) fn submit_or_abandon(&self, target: Target<PKSSTREAM_POINTER>) {
+        let rejected = {
+            let mut shared = self.shared.lock();
+            let outcome = match shared.engine.as_mut() {
+                Some(engine) if engine.is_running() => engine.submit(target),
+                _ => Err(target),
+            };
+            outcome.err().inspect(|t| {
+                if let DmaTarget::Staging(slot) = t.dma {
+                    let _ = shared.staging.free(slot.virtual_address);
+                }
+            })
+        };
+        if let Some(target) = rejected {
+            // SAFETY: the clone was made by Process and handed to us alone.
+            unsafe { abandon_clone(target.cookie) };
+        }
+    }
+
+    /// Whether the format may change now (no engine, no staging slot out).
+    ///
+    /// IRQL: PASSIVE_LEVEL (takes the spin lock briefly).
+    pub(crate) fn can_reformat(&self) -> bool {
+        let shared = self.shared.lock();
+        shared.engine.is_none() && shared.staging.in_use() == 0
+    }
+
     /// Switches to frames of another layout, with staging slots laid out
     /// for it. Only while no engine exists (STOP); returns false otherwise.
+    ///
+    /// IRQL: PASSIVE_LEVEL (takes the spin lock briefly).
     pub(crate) fn reformat(
         &self,
         format: VideoFormat,
@@ -251,11 +292,15 @@ impl Hardware {
     }
 
     /// The connection format.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn format(&self) -> VideoFormat {
         self.shared.lock().format
     }
 
     /// Bytes of one frame of the connection format.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn image_size(&self) -> u32 {
         self.shared.lock().layout.image_size
     }
@@ -323,6 +368,8 @@ impl Hardware {
     }
 
     /// Totals of the current (or last) stream.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn stats(&self) -> EngineStats {
         let shared = self.shared.lock();
         shared
@@ -436,6 +483,8 @@ const KS_VIDEO_FLAG_FRAME: u32 = 0;
 ///
 /// # Safety
 /// `clone` is a live clone owned by the caller, not used afterwards.
+///
+/// IRQL: ≤ DISPATCH_LEVEL (`KsStreamPointerDelete`); called at PASSIVE_LEVEL.
 unsafe fn abandon_clone(clone: PKSSTREAM_POINTER) {
     // SAFETY: the caller's guarantee; the header of a live clone is valid.
     unsafe {

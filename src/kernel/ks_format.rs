@@ -2,6 +2,10 @@
 //! static data-range table built from the core's ranges, and readers and
 //! writers for client formats and ranges. No decisions: every check is the
 //! core's.
+//!
+//! IRQL: any. Every function here only reads and writes memory it is
+//! handed (nonpaged statics, or client buffers ks.sys has locked) and calls
+//! nothing in the kernel.
 
 use wdk_sys::GUID;
 

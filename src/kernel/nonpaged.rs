@@ -7,6 +7,10 @@
 //! [`POOL_TAG`] so `!poolused` and Driver Verifier's pool tracking attribute
 //! it. Allocation failure is an error the caller maps to
 //! `STATUS_INSUFFICIENT_RESOURCES`, never a panic.
+//!
+//! IRQL: the allocation and free routines and the lock routines state
+//! theirs; everything else (`into_raw`, `from_raw`, dereferences) only
+//! moves pointers and may run at any IRQL.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
@@ -142,6 +146,7 @@ impl<T> SpinLock<T> {
         SpinLockGuard {
             owner: self,
             old_irql: Some(old_irql),
+            _not_send: PhantomData,
         }
     }
 
@@ -156,6 +161,7 @@ impl<T> SpinLock<T> {
         SpinLockGuard {
             owner: self,
             old_irql: None,
+            _not_send: PhantomData,
         }
     }
 }
@@ -164,6 +170,9 @@ impl<T> SpinLock<T> {
 pub(crate) struct SpinLockGuard<'a, T> {
     owner: &'a SpinLock<T>,
     old_irql: Option<KIRQL>,
+    /// Not `Send`: a spin lock is released, and the IRQL restored, on the
+    /// CPU that took it.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> Deref for SpinLockGuard<'_, T> {
