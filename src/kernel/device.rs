@@ -25,6 +25,9 @@ use super::bindings::{
 use super::filter::FILTER_DESCRIPTOR;
 use super::nonpaged::{PoolBox, SpinLock};
 use crate::portable::common_buffer::CommonBufferLayout;
+use crate::portable::filter_identity::{
+    filter_reference_string_utf16, FILTER_REFERENCE_STRING_UTF16_LEN,
+};
 use crate::portable::frame_pool::{FramePool, Region};
 use crate::portable::video_format::VideoFormat;
 
@@ -242,17 +245,9 @@ unsafe extern "C" fn device_start(
     status
 }
 
-/// `"GLOBAL"`: the filter factory's reference string; the INF's
-/// `AddInterface` lines use the same.
-static REFERENCE_STRING: [u16; 7] = [
-    b'G' as u16,
-    b'L' as u16,
-    b'O' as u16,
-    b'B' as u16,
-    b'A' as u16,
-    b'L' as u16,
-    0,
-];
+/// The filter factory's reference string (the core's, as UTF-16); the
+/// INF's `AddInterface` lines use the same.
+static REFERENCE_STRING: [u16; FILTER_REFERENCE_STRING_UTF16_LEN] = filter_reference_string_utf16();
 
 /// `AVStrMiniDeviceRemove`: gives the common buffer back.
 ///

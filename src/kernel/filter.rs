@@ -13,9 +13,8 @@ use super::bindings::{
 use super::capture_pin::CAPTURE_PIN_DESCRIPTOR;
 use super::driver_entry::KsTable;
 use super::ks_format::{to_guid, ulong_size_of};
-use crate::portable::guid::{
-    KSCATEGORY_CAPTURE, KSCATEGORY_VIDEO, KSCATEGORY_VIDEO_CAMERA, KSNAME_FILTER,
-};
+use crate::portable::filter_identity::FILTER_CATEGORIES;
+use crate::portable::guid::KSNAME_FILTER;
 
 /// `KSFILTER_DESCRIPTOR_VERSION`, `((ULONG)-1)` in ks.h (a cast bindgen
 /// does not evaluate, so it is not among the generated constants).
@@ -30,9 +29,9 @@ static FILTER_DISPATCH: KSFILTER_DISPATCH = KSFILTER_DISPATCH {
 
 /// The filter's categories, in the order AVStream registers interfaces.
 static CATEGORIES: [GUID; 3] = [
-    to_guid(KSCATEGORY_CAPTURE),
-    to_guid(KSCATEGORY_VIDEO),
-    to_guid(KSCATEGORY_VIDEO_CAMERA),
+    to_guid(FILTER_CATEGORIES[0]),
+    to_guid(FILTER_CATEGORIES[1]),
+    to_guid(FILTER_CATEGORIES[2]),
 ];
 
 static REFERENCE_GUID: GUID = to_guid(KSNAME_FILTER);
@@ -53,7 +52,10 @@ pub(crate) static FILTER_DESCRIPTOR: KsTable<KSFILTER_DESCRIPTOR> = KsTable({
     d.PinDescriptorsCount = 1;
     d.PinDescriptorSize = ulong_size_of::<KSPIN_DESCRIPTOR_EX>();
     d.PinDescriptors = PIN_DESCRIPTORS.0.as_ptr();
-    d.CategoriesCount = 3;
+    #[allow(clippy::cast_possible_truncation)]
+    {
+        d.CategoriesCount = FILTER_CATEGORIES.len() as u32;
+    }
     d.Categories = CATEGORIES.as_ptr();
     d.NodeDescriptorsCount = 0;
     d.NodeDescriptorSize = ulong_size_of::<KSNODE_DESCRIPTOR>();

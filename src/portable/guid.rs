@@ -45,6 +45,18 @@ impl Guid {
     }
 }
 
+impl core::fmt::Display for Guid {
+    /// The registry form, upper case: `{65E8773D-8F56-11D0-A3B9-00A0C9223196}`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let d = &self.data4;
+        write!(
+            f,
+            "{{{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{:02X}{:02X}{:02X}{:02X}{:02X}{:02X}}}",
+            self.data1, self.data2, self.data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+        )
+    }
+}
+
 /// `GUID_NULL`.
 pub const GUID_NULL: Guid = Guid::new(0, 0, 0, [0; 8]);
 
@@ -138,5 +150,13 @@ mod tests {
         assert_eq!(KSDATAFORMAT_TYPE_VIDEO.data1.to_le_bytes(), *b"vids");
         assert!(GUID_NULL.is_null());
         assert!(!MEDIASUBTYPE_RGB24.is_null());
+        assert_eq!(
+            std::format!("{KSCATEGORY_VIDEO_CAMERA}"),
+            "{E5323777-F976-4F5B-9B55-B94699C46E44}"
+        );
+        assert_eq!(
+            std::format!("{MEDIASUBTYPE_RGB24}"),
+            "{E436EB7D-524F-11CE-9F53-0020AF0BA770}"
+        );
     }
 }

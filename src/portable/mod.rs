@@ -12,6 +12,7 @@
 
 pub mod capture_engine;
 pub mod common_buffer;
+pub mod filter_identity;
 pub mod frame_pool;
 pub mod framing;
 pub mod guid;
