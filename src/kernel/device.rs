@@ -66,6 +66,29 @@ pub(crate) struct PoolLink(pub(crate) *const FramePool);
 // moves nothing else.
 unsafe impl Send for PoolLink {}
 
+impl CommonBuffer {
+    /// The buffer of `layout.total` bytes at `va`, device address `logical`.
+    fn new(
+        layout: CommonBufferLayout,
+        va: PVOID,
+        logical: PHYSICAL_ADDRESS,
+        source: BufferSource,
+    ) -> Self {
+        // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
+        let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
+        let region = Region {
+            virtual_base: va as usize,
+            logical_base,
+            len: layout.total,
+        };
+        CommonBuffer {
+            region,
+            layout,
+            source,
+        }
+    }
+}
+
 /// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
 /// the device).
 pub(crate) struct DeviceContext {
@@ -344,17 +367,12 @@ unsafe fn adapter_buffer(
     if va.is_null() {
         return None;
     }
-    // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-    let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
-    Some(CommonBuffer {
+    Some(CommonBuffer::new(
         layout,
-        region: Region {
-            virtual_base: va as usize,
-            logical_base,
-            len: layout.total,
-        },
-        source: BufferSource::Adapter(adapter),
-    })
+        va,
+        logical,
+        BufferSource::Adapter(adapter),
+    ))
 }
 
 /// Physically contiguous, cached memory below 4 GiB. Its "logical" address
@@ -383,17 +401,12 @@ unsafe fn contiguous_buffer(layout: CommonBufferLayout) -> Option<CommonBuffer> 
     }
     // SAFETY: `va` is a resident, nonpaged allocation we own.
     let physical = unsafe { MmGetPhysicalAddress(va) };
-    // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-    let logical_base = unsafe { physical.QuadPart }.cast_unsigned();
-    Some(CommonBuffer {
+    Some(CommonBuffer::new(
         layout,
-        region: Region {
-            virtual_base: va as usize,
-            logical_base,
-            len: layout.total,
-        },
-        source: BufferSource::Contiguous,
-    })
+        va,
+        physical,
+        BufferSource::Contiguous,
+    ))
 }
 
 /// Gives the common buffer back the way it came, and the adapter with it.
