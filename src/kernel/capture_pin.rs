@@ -21,7 +21,7 @@ use super::bindings::{
     self, _KsEdit, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvance,
     KsStreamPointerAdvanceOffsets, KsStreamPointerClone, KsStreamPointerSetStatusCode,
     KsStreamPointerUnlock, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSAUTOMATION_TABLE,
-    KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSPIN_COMMUNICATION, KSPIN_DATAFLOW,
+    KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSOBJECT_BAG, KSPIN_COMMUNICATION, KSPIN_DATAFLOW,
     KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY,
     KSPROPERTY_DROPPEDFRAMES_CURRENT_S, KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER,
     KSSTREAM_POINTER_STATE, KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT,
@@ -242,30 +242,16 @@ fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePoo
 ///
 /// IRQL: PASSIVE_LEVEL, pin control mutex held (Create, `SetDataFormat`).
 unsafe fn edit_framing(pin: PKSPIN, framing: &PinFraming) -> NTSTATUS {
-    let descriptor_size = ulong_size_of::<KSPIN_DESCRIPTOR_EX>();
-    let framing_size = ulong_size_of::<KSALLOCATOR_FRAMING_EX>();
-    // SAFETY: live pin, PASSIVE, mutex held (caller). `_KsEdit` replaces the
-    // pointer it is given with a bag-owned copy of the item; we then only
-    // write to that copy.
+    // SAFETY: live pin, PASSIVE, mutex held (caller). Each `ks_edit`
+    // replaces the pointer it is given with a bag-owned copy of the item;
+    // we then only write to the copy of the framing.
     unsafe {
-        let status = _KsEdit(
-            (*pin).Bag,
-            (&raw mut (*pin).Descriptor).cast::<PVOID>(),
-            descriptor_size,
-            descriptor_size,
-            POOL_TAG,
-        );
+        let status = ks_edit((*pin).Bag, &raw mut (*pin).Descriptor);
         if status < 0 {
             return status;
         }
         let descriptor = (*pin).Descriptor.cast_mut();
-        let status = _KsEdit(
-            (*pin).Bag,
-            (&raw mut (*descriptor).AllocatorFraming).cast::<PVOID>(),
-            framing_size,
-            framing_size,
-            POOL_TAG,
-        );
+        let status = ks_edit((*pin).Bag, &raw mut (*descriptor).AllocatorFraming);
         if status < 0 {
             return status;
         }
@@ -275,6 +261,20 @@ unsafe fn edit_framing(pin: PKSPIN, framing: &PinFraming) -> NTSTATUS {
             .write(framing_ex(framing));
     }
     STATUS_SUCCESS
+}
+
+/// The WDK's `KsEdit` macro (an inline, not an export): `_KsEdit` of an
+/// item to a same-sized, bag-owned copy, the pointer updated in place.
+///
+/// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// `bag` is the object bag of a live object whose mutex the caller holds,
+/// and `item` points at that object's pointer to a `T`.
+unsafe fn ks_edit<T>(bag: KSOBJECT_BAG, item: *mut *const T) -> NTSTATUS {
+    let size = ulong_size_of::<T>();
+    // SAFETY: the caller's guarantee; old and new sizes are both `T`'s.
+    unsafe { _KsEdit(bag, item.cast::<PVOID>(), size, size, POOL_TAG) }
 }
 
 /// `AVStrMiniPinCreate`.
