@@ -1,7 +1,7 @@
 //! Benchmarks of the per-frame work the timer DPC and the allocator do.
 #![allow(missing_docs)]
 
-use avscap::portable::capture_engine::{CaptureEngine, DmaTarget, Target, Tick};
+use avscap::portable::capture_engine::{CaptureEngine, ClientBuffer, DmaTarget, Target, Tick};
 use avscap::portable::frame_pool::{FramePool, Region};
 use avscap::portable::framing::{plan, PAGE_SIZE};
 use avscap::portable::image::{synthesize, DeliveryPath, Overlay};
@@ -68,10 +68,15 @@ fn engine(c: &mut Criterion) {
                 .submit(Target {
                     cookie: 1,
                     dma: DmaTarget::Direct(frame),
+                    client: ClientBuffer {
+                        address: 0,
+                        extent: 1000,
+                    },
                 })
                 .unwrap();
             let due = engine.next_due().unwrap();
-            assert!(matches!(black_box(engine.tick(due)), Tick::Deliver(_)));
+            assert!(matches!(black_box(engine.tick(due)), Tick::Due { .. }));
+            assert!(black_box(engine.take_due()).is_some());
         });
     });
 }

@@ -2,18 +2,22 @@
 //!
 //! Runs the driver's portable core the way the kernel shell does, in virtual
 //! time, and writes what the camera would show:
-//! * a heap buffer stands in for the device's common buffer; the allocator's
-//!   frame pool and the staging slots are carved out of it exactly as
-//!   `InitializeAllocator` and device Start carve the real one;
+//! * memory is taken per stream, as the driver takes it: the staging slots
+//!   at "STOP → ACQUIRE" (sized for the format), and, when the client's
+//!   frames come from the pin's allocator, that allocator's own buffer
+//!   sized from the framing it is created with (heap buffers stand in for
+//!   common buffers);
 //! * a client queue of frames stands in for ks.sys: `own` frames come from
 //!   our allocator (a kernel-to-kernel connection, written in place),
 //!   `foreign` frames are client buffers (a user-mode connection such as
 //!   GraphEdit's renderer or the Camera app, filled by copying), `mixed`
-//!   alternates;
+//!   alternates; `--client-pitch` gives foreign frames a wider surface pitch;
 //! * "Process" routes each client frame to a DMA target and queues it; each
-//!   "timer tick" runs the capture engine, synthesizes the image into the
-//!   target, copies staging slots out, and hands the frame to the client,
-//!   which writes it to a YUV4MPEG2 file (4:2:0, packed formats converted).
+//!   "timer DPC" only ticks the capture engine (bookkeeping); the "delivery
+//!   work item" then synthesizes each due frame into its target, copies
+//!   staging slots out row by row at the client's pitch, and hands the
+//!   frame to the client, which writes it to a YUV4MPEG2 file (4:2:0,
+//!   packed formats converted).
 //!
 //! `cargo run --example simulate -- --help` lists the flags.
 
@@ -24,11 +28,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use avscap::portable::capture_engine::{
-    route_frame, CaptureEngine, DmaTarget, RouteError, Target, Tick,
+    route_frame, CaptureEngine, ClientBuffer, CopyPlan, DmaTarget, RouteError, Target, Tick,
 };
 use avscap::portable::frame_pool::{FramePool, Region};
-use avscap::portable::framing::{self, AllocatorFraming, CarveOut, PinFraming, PAGE_SIZE};
+use avscap::portable::framing::{self, AllocatorFraming, BufferPlan, PinFraming, PAGE_SIZE};
 use avscap::portable::image::{self, Rgb};
+use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
 use clap::{Parser, ValueEnum};
 
@@ -77,9 +82,14 @@ struct Args {
     /// Frames the pin's allocator framing asks for.
     #[arg(long, default_value_t = 4)]
     allocator_frames: u32,
-    /// Staging slots for copied frames.
-    #[arg(long, default_value_t = 2)]
+    /// Staging slots for copied frames (the driver takes 2).
+    #[arg(long, default_value_t = STAGING_SLOTS)]
     staging_slots: u32,
+    /// Surface pitch of foreign client frames in bytes (`KS_FRAME_INFO`'s
+    /// `lSurfacePitch`); 0 for packed rows. A pitch wider than the format's
+    /// stride makes the copy go row by row.
+    #[arg(long, default_value_t = 0)]
+    client_pitch: u32,
     /// Client frames circulating (the depth of the KS queue).
     #[arg(long, default_value_t = 4)]
     client_frames: usize,
@@ -97,15 +107,51 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     ))
 }
 
-/// A client frame: one of ours (an offset into the common buffer) or a
-/// client-owned buffer.
+/// A client frame: one of ours (an address in the allocator's buffer) or a
+/// client-owned buffer with its surface pitch.
 enum ClientFrame {
-    Own { offset: usize, address: usize },
-    Foreign(Vec<u8>),
+    Own { address: usize, len: usize },
+    Foreign { bytes: Vec<u8>, pitch: i32 },
 }
 
-/// Depth of the simulated hardware's target queue.
+/// Depth of the simulated hardware's target queue (the driver's).
 const ENGINE_DEPTH: usize = 8;
+
+/// A heap stand-in for one common buffer: `len` bytes starting on a page,
+/// with a made-up logical address that is page aligned alike.
+struct HeapBuffer {
+    bytes: Vec<u8>,
+    offset: usize,
+    len: usize,
+}
+
+impl HeapBuffer {
+    fn new(plan: &BufferPlan) -> Self {
+        let page = PAGE_SIZE as usize;
+        let bytes = vec![0u8; plan.len + page];
+        let offset = (page - bytes.as_ptr() as usize % page) % page;
+        HeapBuffer {
+            bytes,
+            offset,
+            len: plan.len,
+        }
+    }
+
+    fn region(&self) -> Region {
+        let base = self.bytes.as_ptr() as usize + self.offset;
+        Region {
+            virtual_base: base,
+            logical_base: 0x8000_0000,
+            len: self.len,
+        }
+    }
+
+    /// The bytes at `address` (an address inside this buffer).
+    fn at(&mut self, address: usize, len: usize) -> Option<&mut [u8]> {
+        let start = address.checked_sub(self.region().virtual_base)? + self.offset;
+        self.bytes.get_mut(start..start.checked_add(len)?)
+    }
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -144,41 +190,45 @@ fn run(args: &Args) -> Result<(), String> {
     let format = find_format(args)?;
     let layout = format.layout().map_err(|e| format!("{e:?}"))?;
     let image = layout.image_size as usize;
-    let slot = layout.image_size.next_multiple_of(PAGE_SIZE) as usize;
+    let pitch = i32::try_from(args.client_pitch)
+        .map_err(|_| format!("--client-pitch {} is too large", args.client_pitch))?;
+    if pitch != 0 && args.client_pitch < layout.stride {
+        return Err(format!(
+            "--client-pitch {} is below the format's stride of {} bytes",
+            args.client_pitch, layout.stride
+        ));
+    }
 
-    // The stand-in common buffer: allocator carve-out, then staging slots,
-    // with a page of slack each for aligning a heap buffer.
-    let own_len = slot * args.allocator_frames as usize + PAGE_SIZE as usize;
-    let staging_len = slot * args.staging_slots as usize + PAGE_SIZE as usize;
-    let mut common = vec![0u8; own_len + staging_len];
-    let base = common.as_ptr() as usize;
-    let region = Region {
-        virtual_base: base,
-        logical_base: 0x8000_0000 + (base % PAGE_SIZE as usize) as u64,
-        len: common.len(),
-    };
-    let own_region = region.sub_region(0, own_len).ok_or("carve-out")?;
-    let staging_region = region.sub_region(own_len, staging_len).ok_or("carve-out")?;
+    // STOP -> ACQUIRE: the stream's staging slots, sized for its format.
+    let staging_plan =
+        framing::staging_plan(&layout, args.staging_slots).map_err(|e| format!("{e:?}"))?;
+    let mut staging_buffer = HeapBuffer::new(&staging_plan);
+    let staging = FramePool::over(staging_buffer.region(), &staging_plan)
+        .map_err(|e| format!("staging: {e:?}"))?;
 
-    // InitializeAllocator: the request the graph derives from our framing.
-    let pin_framing =
-        PinFraming::for_format(&format, args.allocator_frames).map_err(|e| format!("{e:?}"))?;
-    let request = AllocatorFraming::from_pin(&pin_framing);
-    let max_frame_size = u32::try_from(slot).map_err(|_| "frame too large")?;
-    let carve = CarveOut {
-        region: own_region,
-        max_frame_size,
-        max_frames: args.allocator_frames,
+    // InitializeAllocator, only when the graph uses the pin's allocator:
+    // its own buffer, sized from the request the graph derives from our
+    // framing.
+    let allocator = if args.path == PathArg::Foreign {
+        None
+    } else {
+        let pin_framing =
+            PinFraming::for_format(&format, args.allocator_frames).map_err(|e| format!("{e:?}"))?;
+        let request = AllocatorFraming::from_pin(&pin_framing);
+        let plan = framing::allocator_plan(&request, layout.image_size).map_err(|e| {
+            format!(
+                "allocator refused its framing: {e:?} (NTSTATUS {:#x})",
+                e.ntstatus()
+            )
+        })?;
+        let buffer = HeapBuffer::new(&plan);
+        let pool = FramePool::over(buffer.region(), &plan).map_err(|e| format!("{e:?}"))?;
+        Some((buffer, pool))
     };
-    let own = FramePool::for_request(&request, layout.image_size, &carve).map_err(|e| {
-        format!(
-            "allocator refused its framing: {e:?} (NTSTATUS {:#x})",
-            e.ntstatus()
-        )
-    })?;
-    let staging_plan = framing::staging_plan(&layout, args.staging_slots, &staging_region)
-        .map_err(|e| format!("{e:?}"))?;
-    let staging = FramePool::with_plan(staging_region, staging_plan);
+    let (mut allocator_buffer, own) = match allocator {
+        Some((buffer, pool)) => (Some(buffer), Some(pool)),
+        None => (None, None),
+    };
 
     // The client's frames.
     let mut clients: Vec<ClientFrame> = Vec::new();
@@ -188,17 +238,26 @@ fn run(args: &Args) -> Result<(), String> {
             PathArg::Foreign => false,
             PathArg::Mixed => i % 2 == 0,
         };
-        clients.push(if use_own {
+        let frame = if let (Some(own), true) = (&own, use_own) {
             let f = own
                 .allocate()
                 .ok_or("the allocator ran out of frames: raise --allocator-frames")?;
             ClientFrame::Own {
-                offset: f.virtual_address - base,
                 address: f.virtual_address,
+                len: f.len as usize,
             }
         } else {
-            ClientFrame::Foreign(vec![0u8; image])
-        });
+            let extent = if pitch == 0 {
+                image
+            } else {
+                (image / layout.stride as usize) * args.client_pitch as usize
+            };
+            ClientFrame::Foreign {
+                bytes: vec![0u8; extent],
+                pitch,
+            }
+        };
+        clients.push(frame);
     }
     let mut ready: VecDeque<usize> = (0..clients.len()).collect();
     let mut held: VecDeque<(u64, usize)> = VecDeque::new();
@@ -220,8 +279,11 @@ fn run(args: &Args) -> Result<(), String> {
     engine.run(0);
     let mut planes = Planes::new(&layout);
     let mut tick_count = 0u64;
+    let mut bytes_copied = 0u64;
+    let mut pitched_copies = 0u64;
+    let mut delivered = 0u64;
     let progress_every = u64::from(args.frames / 10).max(1);
-    while engine.stats().delivered < u64::from(args.frames) {
+    while delivered < u64::from(args.frames) {
         // The client returns frames it is done with.
         while held.front().is_some_and(|&(until, _)| until <= tick_count) {
             ready.push_back(held.pop_front().ok_or("held")?.1);
@@ -229,17 +291,24 @@ fn run(args: &Args) -> Result<(), String> {
         // Process: route queued client frames to DMA targets.
         while engine.has_room() {
             let Some(&id) = ready.front() else { break };
-            let (address, extent) = match &clients[id] {
-                ClientFrame::Own { address, .. } => (*address, layout.image_size),
-                ClientFrame::Foreign(buf) => (
-                    buf.as_ptr() as usize,
-                    u32::try_from(buf.len()).unwrap_or(u32::MAX),
-                ),
+            let client = match &clients[id] {
+                ClientFrame::Own { address, len } => ClientBuffer {
+                    address: *address,
+                    extent: u32::try_from(*len).unwrap_or(u32::MAX),
+                },
+                ClientFrame::Foreign { bytes, .. } => ClientBuffer {
+                    address: bytes.as_ptr() as usize,
+                    extent: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                },
             };
-            match route_frame(Some(&own), &staging, address, extent, layout.image_size) {
+            match route_frame(own.as_ref(), &staging, client, layout.image_size) {
                 Ok(dma) => {
                     engine
-                        .submit(Target { cookie: id, dma })
+                        .submit(Target {
+                            cookie: id,
+                            dma,
+                            client,
+                        })
                         .map_err(|_| "queue full")?;
                     ready.pop_front();
                 }
@@ -247,52 +316,78 @@ fn run(args: &Args) -> Result<(), String> {
                 Err(e) => return Err(format!("{e:?}")),
             }
         }
-        // The timer DPC.
+        // The timer DPC: bookkeeping only.
         let now = engine.next_due().ok_or("engine stopped")?;
         tick_count += 1;
-        if let Tick::Deliver(c) = engine.tick(now) {
-            let target = c.target.dma.frame();
-            let offset = target.virtual_address - base;
+        if let Tick::Dropped { .. } | Tick::Idle = engine.tick(now) {
+            if tick_count > u64::from(args.frames) * 1000 + 1000 {
+                return Err("no frame is being delivered".into());
+            }
+            continue;
+        }
+        // The delivery work item, at PASSIVE_LEVEL: all the pixel work.
+        while let Some(c) = engine.take_due() {
+            let target = *c.target.dma.frame();
             let overlay = c.overlay();
-            image::synthesize(
-                &mut common[offset..offset + image],
-                &layout,
-                layout.stride,
-                &overlay,
-            )
-            .map_err(|e| format!("synthesis: {e:?}"))?;
+            let dma_buffer = match c.target.dma {
+                DmaTarget::Direct(_) => allocator_buffer.as_mut().ok_or("no allocator")?,
+                DmaTarget::Staging(_) => &mut staging_buffer,
+            };
+            let pixels = dma_buffer
+                .at(target.virtual_address, image)
+                .ok_or("DMA target outside its buffer")?;
+            image::synthesize(pixels, &layout, layout.stride, &overlay)
+                .map_err(|e| format!("synthesis: {e:?}"))?;
             let id = c.target.cookie;
-            if let DmaTarget::Staging(_) = c.target.dma {
-                match &mut clients[id] {
-                    ClientFrame::Own { offset: dst, .. } => {
-                        common.copy_within(offset..offset + image, *dst);
-                    }
-                    ClientFrame::Foreign(buf) => {
-                        buf.copy_from_slice(&common[offset..offset + image]);
-                    }
+            // Rows of the delivered frame are this far apart.
+            let row_pitch = if let DmaTarget::Staging(_) = c.target.dma {
+                let slot = staging_buffer
+                    .at(target.virtual_address, image)
+                    .ok_or("staging slot outside its buffer")?
+                    .to_vec();
+                let client_pitch = match &clients[id] {
+                    ClientFrame::Foreign { pitch, .. } => *pitch,
+                    ClientFrame::Own { .. } => 0,
+                };
+                let plan = CopyPlan::new(&layout, client_pitch, c.target.client.extent);
+                let dest: &mut [u8] = match &mut clients[id] {
+                    ClientFrame::Own { address, len } => allocator_buffer
+                        .as_mut()
+                        .and_then(|b| b.at(*address, *len))
+                        .ok_or("own frame outside the allocator buffer")?,
+                    ClientFrame::Foreign { bytes, .. } => bytes,
+                };
+                for (from, to, len) in plan.rows() {
+                    dest[to..to + len].copy_from_slice(&slot[from..from + len]);
                 }
+                bytes_copied += plan.bytes_copied();
+                pitched_copies += u64::from(!plan.is_packed());
                 staging
                     .free(target.virtual_address)
                     .map_err(|e| format!("staging free: {e:?}"))?;
-            }
-            let frame = match &clients[id] {
-                ClientFrame::Own { offset, .. } => &common[*offset..*offset + image],
-                ClientFrame::Foreign(buf) => &buf[..],
+                if plan.is_packed() {
+                    layout.stride
+                } else {
+                    plan.dest_pitch
+                }
+            } else {
+                layout.stride
             };
-            planes.convert(&layout, frame);
+            let frame: &[u8] = match &mut clients[id] {
+                ClientFrame::Own { address, len } => allocator_buffer
+                    .as_mut()
+                    .and_then(|b| b.at(*address, *len))
+                    .ok_or("own frame outside the allocator buffer")?,
+                ClientFrame::Foreign { bytes, .. } => bytes,
+            };
+            planes.convert(&layout, frame, row_pitch as usize);
             y4m.write_frame(&y4m::Frame::new([&planes.y, &planes.u, &planes.v], None))
                 .map_err(|e| format!("y4m: {e:?}"))?;
             held.push_back((tick_count + args.hold, id));
-            if args.frames >= 100 && c.picture_number % progress_every == 0 {
-                eprintln!(
-                    "simulate: {}/{} frames",
-                    engine.stats().delivered,
-                    args.frames
-                );
+            delivered += 1;
+            if args.frames >= 100 && delivered.is_multiple_of(progress_every) {
+                eprintln!("simulate: {delivered}/{} frames", args.frames);
             }
-        }
-        if tick_count > u64::from(args.frames) * 1000 + 1000 {
-            return Err("no frame is being delivered".into());
         }
     }
     out.flush()
@@ -302,8 +397,9 @@ fn run(args: &Args) -> Result<(), String> {
         write_png(png_path, &layout, &planes)?;
     }
 
-    // Stop: every in-flight target comes back; then the client closes the
-    // allocator, which must find every frame home (DeleteAllocator).
+    // ACQUIRE -> STOP: every in-flight target comes back and the staging
+    // slots go; then the client closes the allocator, which must find every
+    // frame home (DeleteAllocator frees its buffer).
     engine.stop();
     while let Some(t) = engine.take_queued() {
         if let DmaTarget::Staging(f) = t.dma {
@@ -312,10 +408,12 @@ fn run(args: &Args) -> Result<(), String> {
                 .map_err(|e| format!("staging free on stop: {e:?}"))?;
         }
     }
-    for c in &clients {
-        if let ClientFrame::Own { address, .. } = c {
-            own.free(*address)
-                .map_err(|e| format!("allocator free: {e:?}"))?;
+    if let Some(own) = &own {
+        for c in &clients {
+            if let ClientFrame::Own { address, .. } = c {
+                own.free(*address)
+                    .map_err(|e| format!("allocator free: {e:?}"))?;
+            }
         }
     }
     let stats = engine.stats();
@@ -327,27 +425,34 @@ fn run(args: &Args) -> Result<(), String> {
         args.fps,
         args.path
     );
-    println!("frames delivered: {}", stats.delivered);
+    println!("frames delivered: {delivered}");
     println!("frames dropped: {}", stats.dropped);
     println!("frames zero-copy: {}", stats.zero_copy);
     println!("frames copied: {}", stats.copied);
-    println!("bytes copied: {}", stats.bytes_copied);
+    println!("bytes copied: {bytes_copied}");
+    println!("pitched copies: {pitched_copies}");
+    println!("staging memory bytes: {}", staging_plan.len);
     println!(
-        "pool high-water: {} of {}",
-        own.high_water(),
-        own.capacity()
+        "allocator memory bytes: {}",
+        allocator_buffer.as_ref().map_or(0, |b| b.len)
     );
+    if let Some(own) = &own {
+        println!(
+            "pool high-water: {} of {}",
+            own.high_water(),
+            own.capacity()
+        );
+    }
     println!(
         "staging high-water: {} of {}",
         staging.high_water(),
         staging.capacity()
     );
-    println!("pool overhead bytes: {}", own.plan().overhead);
     println!("output: {}", args.out.display());
-    if own.in_use() != 0 || staging.in_use() != 0 {
+    let own_out = own.as_ref().map_or(0, FramePool::in_use);
+    if own_out != 0 || staging.in_use() != 0 {
         return Err(format!(
-            "leak: {} allocator frames and {} staging slots still out",
-            own.in_use(),
+            "leak: {own_out} allocator frames and {} staging slots still out",
             staging.in_use()
         ));
     }
@@ -373,12 +478,11 @@ impl Planes {
 
     /// Converts a frame of any supported format into 4:2:0 planes
     /// (chroma of packed formats averaged over each 2x2 block).
-    fn convert(&mut self, layout: &FrameLayout, frame: &[u8]) {
-        let (w, h, stride) = (
-            layout.width as usize,
-            layout.height as usize,
-            layout.stride as usize,
-        );
+    /// `stride`: bytes from one row to the next in `frame` (the format's
+    /// stride, or the client's surface pitch); NV12's chroma rows follow its
+    /// luma rows at the same stride.
+    fn convert(&mut self, layout: &FrameLayout, frame: &[u8], stride: usize) {
+        let (w, h) = (layout.width as usize, layout.height as usize);
         let cw = w / 2;
         match layout.pixel {
             PixelFormat::Nv12 => {
@@ -386,7 +490,7 @@ impl Planes {
                     self.y[row * w..(row + 1) * w]
                         .copy_from_slice(&frame[row * stride..row * stride + w]);
                 }
-                let chroma = &frame[layout.chroma_offset as usize..];
+                let chroma = &frame[stride * h..];
                 for row in 0..h / 2 {
                     for col in 0..cw {
                         self.u[row * cw + col] = chroma[row * stride + 2 * col];

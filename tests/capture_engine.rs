@@ -2,8 +2,8 @@
 //! ticks at the frame interval, drops under starvation, and stop.
 
 use avscap::portable::capture_engine::{
-    route_frame, CaptureEngine, DmaTarget, Target, Tick, OPTIONSF_DATADISCONTINUITY,
-    OPTIONSF_DURATIONVALID, OPTIONSF_TIMEVALID,
+    route_frame, CaptureEngine, ClientBuffer, Completion, DmaTarget, Target, Tick,
+    OPTIONSF_DATADISCONTINUITY, OPTIONSF_DURATIONVALID, OPTIONSF_TIMEVALID,
 };
 use avscap::portable::frame_pool::{FramePool, Region};
 use avscap::portable::framing::{plan, PAGE_SIZE};
@@ -11,6 +11,25 @@ use avscap::portable::video_format::{default_format, DATA_RANGES};
 use proptest::prelude::*;
 
 const IMAGE: u32 = 460_800;
+
+/// A foreign client frame (its address plays no part in these tests).
+const CLIENT: ClientBuffer = ClientBuffer {
+    address: 0x7000_0000,
+    extent: IMAGE,
+};
+
+/// One interval as the driver runs it: the DPC's tick marks the oldest
+/// target due, the delivery work item takes it.
+fn deliver<C, const D: usize>(engine: &mut CaptureEngine<C, D>, now: i64) -> Option<Completion<C>> {
+    match engine.tick(now) {
+        Tick::Due { picture_number } => {
+            let c = engine.take_due().expect("a due frame");
+            assert_eq!(c.picture_number, picture_number);
+            Some(c)
+        }
+        _ => None,
+    }
+}
 
 fn pools() -> (FramePool, FramePool) {
     let region = Region {
@@ -40,11 +59,12 @@ fn targets_always_available_means_no_drops_and_evenly_spaced_times() {
                 .submit(Target {
                     cookie: n,
                     dma: DmaTarget::Staging(dummy_frame()),
+                    client: CLIENT,
                 })
                 .unwrap();
             let due = engine.next_due().unwrap();
             assert_eq!(due, start + i64::from(n) * interval);
-            let Tick::Deliver(c) = engine.tick(due) else {
+            let Some(c) = deliver(&mut engine, due) else {
                 panic!("frame {n} dropped")
             };
             assert_eq!(c.target.cookie, n);
@@ -81,12 +101,14 @@ fn starvation_counts_drops_and_flags_the_next_frame() {
         .submit(Target {
             cookie: 1,
             dma: DmaTarget::Staging(dummy_frame()),
+            client: CLIENT,
         })
         .unwrap();
-    assert!(matches!(
-        engine.tick(engine.next_due().unwrap()),
-        Tick::Deliver(_)
-    ));
+    assert!({
+        let due = engine.next_due().unwrap();
+        deliver(&mut engine, due)
+    }
+    .is_some());
     for expected in 1..=3 {
         let Tick::Dropped {
             picture_number,
@@ -102,22 +124,28 @@ fn starvation_counts_drops_and_flags_the_next_frame() {
         .submit(Target {
             cookie: 2,
             dma: DmaTarget::Staging(dummy_frame()),
+            client: CLIENT,
         })
         .unwrap();
     engine
         .submit(Target {
             cookie: 3,
             dma: DmaTarget::Staging(dummy_frame()),
+            client: CLIENT,
         })
         .unwrap();
-    let Tick::Deliver(c) = engine.tick(engine.next_due().unwrap()) else {
-        panic!()
-    };
+    let c = {
+        let due = engine.next_due().unwrap();
+        deliver(&mut engine, due)
+    }
+    .unwrap();
     assert_eq!((c.picture_number, c.drop_count), (5, 3));
     assert_ne!(c.options_flags & OPTIONSF_DATADISCONTINUITY, 0);
-    let Tick::Deliver(c) = engine.tick(engine.next_due().unwrap()) else {
-        panic!()
-    };
+    let c = {
+        let due = engine.next_due().unwrap();
+        deliver(&mut engine, due)
+    }
+    .unwrap();
     assert_eq!(
         c.options_flags & OPTIONSF_DATADISCONTINUITY,
         0,
@@ -139,13 +167,27 @@ fn stop_returns_every_target_and_the_pools_get_everything_back() {
     client.push(0x9000_0000);
     client.push(0x9100_0000);
     for &data in &client {
-        let dma = route_frame(Some(&own), &staging, data, IMAGE, IMAGE).unwrap();
-        engine.submit(Target { cookie: data, dma }).unwrap();
+        let buffer = ClientBuffer {
+            address: data,
+            extent: IMAGE,
+        };
+        let dma = route_frame([&own], &staging, buffer, IMAGE).unwrap();
+        engine
+            .submit(Target {
+                cookie: data,
+                dma,
+                client: buffer,
+            })
+            .unwrap();
     }
     assert_eq!(staging.in_use(), 2);
     // A fifth, foreign, frame finds no staging slot: Process would pend.
-    assert!(route_frame(Some(&own), &staging, 0x9200_0000, IMAGE, IMAGE).is_err());
-    assert!(matches!(engine.tick(333_333), Tick::Deliver(_)));
+    let fifth = ClientBuffer {
+        address: 0x9200_0000,
+        extent: IMAGE,
+    };
+    assert!(route_frame([&own], &staging, fifth, IMAGE).is_err());
+    assert!(deliver(&mut engine, 333_333).is_some());
     assert_eq!(engine.stop(), 3);
     let mut returned = 0;
     while let Some(t) = engine.take_queued() {
@@ -178,11 +220,10 @@ fn restart_after_stop_resets_counts() {
         .submit(Target {
             cookie: 1,
             dma: DmaTarget::Staging(dummy_frame()),
+            client: CLIENT,
         })
         .unwrap();
-    let Tick::Deliver(c) = engine.tick(10_333_333) else {
-        panic!()
-    };
+    let c = deliver(&mut engine, 10_333_333).unwrap();
     assert_eq!(
         (c.picture_number, c.drop_count, c.presentation_time),
         (1, 0, 10_000_000)
@@ -215,14 +256,15 @@ proptest! {
         let mut dropped_since_delivery = false;
         for (submit, late) in steps {
             for _ in 0..submit {
-                if engine.submit(Target { cookie: next_cookie, dma: DmaTarget::Staging(dummy_frame()) }).is_ok() {
+                if engine.submit(Target { cookie: next_cookie, dma: DmaTarget::Staging(dummy_frame()), client: CLIENT }).is_ok() {
                     next_cookie += 1;
                     submitted += 1;
                 }
             }
             let now = engine.next_due().unwrap() + late * I;
             match engine.tick(now) {
-                Tick::Deliver(c) => {
+                Tick::Due { .. } => {
+                    let c = engine.take_due().unwrap();
                     prop_assert!(c.picture_number > last_picture);
                     if c.picture_number > last_picture + 1 { dropped_since_delivery = true; }
                     prop_assert!(c.presentation_time > last_time);

@@ -7,7 +7,10 @@
 )]
 
 use avscap::portable::frame_pool::{FramePool, FreeError, Region, MAX_POOL_FRAMES};
-use avscap::portable::framing::{self, AllocatorFraming, CarveOut, FramingError, PAGE_SIZE};
+use avscap::portable::framing::{
+    self, AllocatorFraming, FramingError, DEFAULT_PIN_FRAMES, MAX_FRAME_SIZE, PAGE_SIZE,
+    REQUEST_FLAGS,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -29,22 +32,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (-100_000i64..4_000_000).prop_map(Op::FreeAddress),
         1 => any::<usize>().prop_map(Op::FreeAgain),
     ]
-}
-
-fn region_strategy() -> impl Strategy<Value = Region> {
-    // Bases that agree modulo a page in both address spaces, as a common
-    // buffer's do, but not necessarily page aligned themselves.
-    (
-        0usize..1 << 20,
-        0u64..1 << 20,
-        0usize..4096,
-        1usize..(4 << 20),
-    )
-        .prop_map(|(v, l, skew, len)| Region {
-            virtual_base: v * 4096 + skew,
-            logical_base: l * 4096 + skew as u64,
-            len,
-        })
 }
 
 fn snapshot(p: &FramePool) -> (u32, u32, u64) {
@@ -126,46 +113,51 @@ proptest! {
         }
     }
 
-    /// The validator accepts exactly the requests a pool can serve: compared
-    /// against a plain model of the carve-out (first slot at the first
-    /// address aligned in both spaces, slots of the frame size rounded up to
-    /// the alignment, all inside the region).
+    /// The validator accepts exactly the requests an allocator can serve,
+    /// compared against a plain model of the rules (zeros mean "no
+    /// requirement", 1..=64 frames, frames from the image size up to the
+    /// largest image, an alignment mask no coarser than a page, known
+    /// option flags), and the buffer it sizes serves them: exactly N
+    /// distinct, page-aligned frames inside a buffer with under a page of
+    /// slack per frame.
     #[test]
-    fn validator_accepts_exactly_what_the_pool_can_serve(
-        region in region_strategy(),
-        frames in 0u32..=80,
-        frame_size in prop_oneof![0u32..3_000_000, 0u32..100_000],
+    fn validator_accepts_exactly_what_an_allocator_can_serve(
+        frames in prop_oneof![0u32..=80, Just(u32::MAX)],
+        frame_size in prop_oneof![0u32..3_000_000, 0u32..100_000, Just(MAX_FRAME_SIZE), Just(MAX_FRAME_SIZE + 1)],
         image_size in prop_oneof![1u32..2_000_000, 1u32..100_000],
         mask in prop_oneof![Just(0u32), Just(3), Just(0xFF), Just(0xFFF), Just(0x1FFF), Just(0xFFFF), 0u32..0x2000],
+        flags in prop_oneof![Just(0u32), Just(1), Just(2), Just(3), Just(0x8000_000F), any::<u32>()],
+        base_page in 0usize..1 << 20,
     ) {
-        let carve = CarveOut { region, max_frame_size: 2_500_000, max_frames: 48 };
-        let request = AllocatorFraming { flags: 2, pool_type: 0, frames, frame_size, file_alignment: mask, reserved: 0 };
-        let result = FramePool::for_request(&request, image_size, &carve);
+        let request = AllocatorFraming { flags, pool_type: 0, frames, frame_size, file_alignment: mask, reserved: 0 };
+        let result = framing::allocator_plan(&request, image_size);
 
         // The model.
         let effective = if frame_size == 0 { image_size } else { frame_size };
+        let count = if frames == 0 { DEFAULT_PIN_FRAMES } else { frames };
         let is_mask = mask & mask.wrapping_add(1) == 0 && mask < PAGE_SIZE;
-        let align = u64::from(mask) + 1;
-        let first = (align - region.virtual_base as u64 % align) % align;
-        let slot = u64::from(effective).div_ceil(align) * align;
-        let fits = first + slot * u64::from(frames) <= region.len as u64;
         let servable = is_mask
-            && (1..=48).contains(&frames)
+            && flags & !REQUEST_FLAGS == 0
+            && (1..=64).contains(&count)
             && effective >= image_size
-            && effective <= carve.max_frame_size
-            && fits;
+            && effective <= MAX_FRAME_SIZE;
         prop_assert_eq!(result.is_ok(), servable, "{:?}", result.as_ref().err());
 
-        if let Ok(pool) = result {
-            // It really serves them: `frames` distinct frames, then none.
+        if let Ok(plan) = result {
+            prop_assert_eq!(plan.len % PAGE_SIZE as usize, 0);
+            prop_assert!(plan.overhead() < u64::from(PAGE_SIZE) * u64::from(count));
+            // A buffer of exactly that length, as the shell allocates it.
+            let region = Region { virtual_base: base_page * 4096, logical_base: 0x1_0000_0000, len: plan.len };
+            let pool = FramePool::over(region, &plan).unwrap();
             let mut got = Vec::new();
             while let Some(f) = pool.allocate() {
-                prop_assert_eq!(f.virtual_address as u64 % align, 0);
+                prop_assert_eq!(f.virtual_address as u64 % (u64::from(mask) + 1), 0);
+                prop_assert_eq!(f.virtual_address % 4096, 0);
+                prop_assert!(f.len >= image_size);
                 prop_assert!(f.virtual_address + f.len as usize <= region.virtual_base + region.len);
                 got.push(f);
             }
-            prop_assert_eq!(got.len(), frames as usize);
-            prop_assert_eq!(pool.plan().overhead, pool.plan().span - u64::from(effective) * u64::from(frames));
+            prop_assert_eq!(got.len(), count as usize);
         }
     }
 
@@ -175,40 +167,44 @@ proptest! {
     fn arbitrary_requests_never_panic(
         flags in any::<u32>(), pool_type in any::<u32>(), frames in any::<u32>(),
         frame_size in any::<u32>(), mask in any::<u32>(), reserved in any::<u32>(),
-        image_size in any::<u32>(), region in region_strategy(),
+        image_size in any::<u32>(),
     ) {
-        let carve = CarveOut { region, max_frame_size: u32::MAX, max_frames: MAX_POOL_FRAMES };
         let request = AllocatorFraming { flags, pool_type, frames, frame_size, file_alignment: mask, reserved };
-        if let Err(e) = framing::validate(&request, image_size, &carve) {
+        if let Err(e) = framing::allocator_plan(&request, image_size) {
             prop_assert!(e.ntstatus() < 0);
         }
     }
 }
 
 #[test]
-fn failed_pool_creation_reports_the_validator_error() {
-    let region = Region {
-        virtual_base: 0,
-        logical_base: 0,
-        len: 1 << 20,
-    };
-    let carve = CarveOut {
-        region,
-        max_frame_size: 1 << 20,
-        max_frames: 8,
-    };
+fn a_pool_refuses_a_buffer_that_is_not_its_plans() {
     let request = AllocatorFraming {
         frames: 4,
         frame_size: 300_000,
         file_alignment: 0xFFF,
         ..Default::default()
     };
-    let err = FramePool::for_request(&request, 300_000, &carve).unwrap_err();
+    let plan = framing::allocator_plan(&request, 300_000).unwrap();
+    let short = Region {
+        virtual_base: 0,
+        logical_base: 0,
+        len: plan.len - 1,
+    };
     assert_eq!(
-        err,
+        FramePool::over(short, &plan).unwrap_err(),
         FramingError::DoesNotFit {
-            needed: 4 * 300_000u64.div_ceil(4096) * 4096,
-            available: 1 << 20
+            needed: plan.len as u64,
+            available: plan.len as u64 - 1
         }
     );
+    let unaligned = Region {
+        virtual_base: 0x100,
+        logical_base: 0x100,
+        len: plan.len + 4096,
+    };
+    assert_eq!(
+        FramePool::over(unaligned, &plan).unwrap_err(),
+        FramingError::RegionMisaligned
+    );
+    assert_eq!(MAX_POOL_FRAMES, 64);
 }

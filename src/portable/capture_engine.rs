@@ -2,24 +2,37 @@
 //! delivery bookkeeping, independent of any clock (the caller passes time in
 //! 100 ns units, from QPC, a master clock or a virtual clock).
 //!
-//! The flow, as the kernel shell drives it:
-//! * Process locks the leading edge, clones it, and asks [`route_frame`] where
-//!   the "hardware" should write: straight into the client frame when it is
-//!   one of our pool's frames (zero-copy), else into a staging slot whose
-//!   bytes are copied into the client frame at completion. The target goes
-//!   into the engine with [`CaptureEngine::submit`] (full queue: Process pends).
-//! * A timer DPC calls [`CaptureEngine::tick`] once per frame interval. The
-//!   oldest target is filled (the caller synthesizes into it, copies staging
-//!   to the client frame, fills the stream header from the
-//!   [`Completion`]); with no target queued the frame is dropped and counted,
+//! The flow, as the kernel shell drives it, in three places that never do
+//! each other's work:
+//! * **Process** (PASSIVE_LEVEL) locks the leading edge, clones it, and asks
+//!   [`route_frame`] where the "hardware" should write: straight into the
+//!   client frame when it is one of our allocator's frames (zero-copy), else
+//!   into a staging slot whose bytes are copied into the client frame later.
+//!   The target goes into the engine with [`CaptureEngine::submit`] (no
+//!   room: Process pends).
+//! * **The timer DPC** (DISPATCH_LEVEL) calls [`CaptureEngine::tick`] once per
+//!   frame interval. That is bookkeeping only, the same few instructions
+//!   whatever the frame size: the oldest queued target becomes *due*
+//!   ([`Tick::Due`]) or, with none queued, the frame is dropped and counted
 //!   and the next delivered frame carries `DATADISCONTINUITY`.
-//! * Stop hands back every queued target ([`CaptureEngine::take_queued`]) so
-//!   no clone and no staging slot leaks.
+//! * **The delivery work item** (PASSIVE_LEVEL) takes due frames with
+//!   [`CaptureEngine::take_due`] and does all the pixel work: synthesis into
+//!   the DMA target, the copy out of a staging slot ([`CopyPlan`]), the
+//!   stream header ([`Completion`], [`stamp_options`]), completion.
+//! * Stop hands back every target still held, due or queued
+//!   ([`CaptureEngine::take_queued`]), so no clone and no staging slot leaks.
 //!
-//! Memory is bounded: the queue is an array of `DEPTH` entries.
+//! Memory is bounded: queued and due targets share one budget of `DEPTH`,
+//! each kept in an array of `DEPTH` entries.
+//!
+//! The caller's handle for a client frame (`C`, the shell's stream-pointer
+//! clone) is moved in and out, never copied: the engine owns a frame from
+//! `submit` until `take_due` or `take_queued` hands it back, so two owners of
+//! one clone cannot exist.
 
 use super::frame_pool::{Frame, FramePool};
 use super::image::{DeliveryPath, Overlay};
+use super::video_format::FrameLayout;
 
 /// `KSSTREAM_HEADER_OPTIONSF_DATADISCONTINUITY`.
 pub const OPTIONSF_DATADISCONTINUITY: u32 = 0x0000_0004;
@@ -27,6 +40,19 @@ pub const OPTIONSF_DATADISCONTINUITY: u32 = 0x0000_0004;
 pub const OPTIONSF_TIMEVALID: u32 = 0x0000_0010;
 /// `KSSTREAM_HEADER_OPTIONSF_DURATIONVALID`.
 pub const OPTIONSF_DURATIONVALID: u32 = 0x0000_0100;
+/// The `OptionsFlags` bits the capture pin decides for every frame it
+/// delivers. A reused stream header may still carry them from an earlier
+/// use; [`stamp_options`] clears them before setting this frame's.
+pub const OPTIONSF_DRIVER_OWNED: u32 =
+    OPTIONSF_DATADISCONTINUITY | OPTIONSF_TIMEVALID | OPTIONSF_DURATIONVALID;
+
+/// A stream header's new `OptionsFlags`: the bits the pin owns
+/// ([`OPTIONSF_DRIVER_OWNED`]) replaced by this frame's `flags`, every other
+/// bit (set by the client or by ks.sys) kept.
+#[must_use]
+pub const fn stamp_options(existing: u32, flags: u32) -> u32 {
+    (existing & !OPTIONSF_DRIVER_OWNED) | (flags & OPTIONSF_DRIVER_OWNED)
+}
 
 /// Where the simulated hardware writes one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +73,29 @@ impl DmaTarget {
     }
 }
 
-/// A queued target: where to write, and the caller's handle for the client
-/// frame (the shell's stream-pointer clone; the simulator's buffer id).
+/// The client's frame as Process saw it: the system address the stream
+/// pointer gave (`OffsetOut.Data`) and the bytes it may hold
+/// (`OffsetOut.Remaining`). Completion writes through this address, never
+/// through one read again from the stream header later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientBuffer {
+    /// System virtual address of the frame's first byte.
+    pub address: usize,
+    /// Bytes the frame holds.
+    pub extent: u32,
+}
+
+/// A queued target: where to write, the client frame it ends up in, and the
+/// caller's handle for that frame (the shell's stream-pointer clone; the
+/// simulator's buffer id).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Target<C> {
     /// The caller's handle for the client frame.
     pub cookie: C,
     /// Where the hardware writes.
     pub dma: DmaTarget,
+    /// The client frame.
+    pub client: ClientBuffer,
 }
 
 /// Why a client frame could not be given a DMA target.
@@ -73,29 +114,31 @@ pub enum RouteError {
 }
 
 /// Decides where the hardware writes a client frame at `data` with
-/// `frame_extent` usable bytes: in place when the frame is one our allocator
-/// handed out, else into a staging slot taken from `staging`.
+/// `frame_extent` usable bytes: in place when the frame is one an allocator
+/// of ours handed out (`own`, the live pools), else into a staging slot
+/// taken from `staging`.
 ///
 /// # Errors
 /// [`RouteError`]: a frame too small for the image is never written; no
 /// free staging slot means "try again later".
-pub fn route_frame(
-    own: Option<&FramePool>,
+pub fn route_frame<'a>(
+    own: impl IntoIterator<Item = &'a FramePool>,
     staging: &FramePool,
-    data: usize,
-    frame_extent: u32,
+    client: ClientBuffer,
     image_size: u32,
 ) -> Result<DmaTarget, RouteError> {
-    if frame_extent < image_size {
+    if client.extent < image_size {
         return Err(RouteError::FrameTooSmall {
-            have: frame_extent,
+            have: client.extent,
             need: image_size,
         });
     }
-    if let Some(frame) = own.and_then(|pool| pool.lookup(data)) {
-        if frame.len >= image_size {
-            return Ok(DmaTarget::Direct(frame));
-        }
+    let mine = own
+        .into_iter()
+        .find_map(|pool| pool.lookup(client.address))
+        .filter(|frame| frame.len >= image_size);
+    if let Some(frame) = mine {
+        return Ok(DmaTarget::Direct(frame));
     }
     staging
         .allocate()
@@ -103,20 +146,100 @@ pub fn route_frame(
         .ok_or(RouteError::NoStagingSlot)
 }
 
-/// What a completed frame's stream header and `KS_FRAME_INFO` carry.
+/// How a staging slot's image is copied into a client frame: row by row at
+/// the client surface's pitch (`KS_FRAME_INFO.lSurfacePitch`) when the
+/// client asked for one that is wider than the packed stride and the frame
+/// holds the image at that pitch, else as one packed block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyPlan {
+    /// Rows to copy (every row of every plane; NV12's chroma rows follow
+    /// its luma rows at the same stride, so one row index covers both).
+    pub rows: u32,
+    /// Bytes of each row (the packed stride).
+    pub row_bytes: u32,
+    /// Bytes from one source row to the next (the packed stride).
+    pub source_stride: u32,
+    /// Bytes from one destination row to the next (|pitch|, or the packed
+    /// stride when the copy is packed).
+    pub dest_pitch: u32,
+    /// `DataUsed` of the delivered frame.
+    pub data_used: u32,
+}
+
+impl CopyPlan {
+    /// The plan for a frame of `layout` into a client frame of `extent`
+    /// bytes whose header asks for rows `surface_pitch` bytes apart (0: no
+    /// pitch given). The sign of the pitch is ignored (the image's own
+    /// orientation is fixed by its format), as is a pitch narrower than the
+    /// stride or one the frame cannot hold: then the copy is packed, which
+    /// always fits a frame Process accepted (`extent ≥ image size`).
+    #[must_use]
+    pub fn new(layout: &FrameLayout, surface_pitch: i32, extent: u32) -> Self {
+        let stride = layout.stride.max(1);
+        let rows = layout.image_size / stride;
+        let packed = CopyPlan {
+            rows: 1,
+            row_bytes: layout.image_size,
+            source_stride: layout.image_size,
+            dest_pitch: layout.image_size,
+            data_used: layout.image_size,
+        };
+        let pitch = surface_pitch.unsigned_abs();
+        if pitch <= stride {
+            return packed;
+        }
+        match pitch.checked_mul(rows) {
+            Some(span) if span <= extent => CopyPlan {
+                rows,
+                row_bytes: stride,
+                source_stride: stride,
+                dest_pitch: pitch,
+                data_used: span,
+            },
+            _ => packed,
+        }
+    }
+
+    /// Whether this is one block copy.
+    #[must_use]
+    pub const fn is_packed(&self) -> bool {
+        self.rows == 1
+    }
+
+    /// The copies, in order: `(source offset, destination offset, bytes)`.
+    pub fn rows(&self) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (source, dest, len) = (
+            self.source_stride as usize,
+            self.dest_pitch as usize,
+            self.row_bytes as usize,
+        );
+        (0..self.rows as usize).map(move |r| (r * source, r * dest, len))
+    }
+
+    /// Bytes the plan writes into the client frame.
+    #[must_use]
+    pub const fn bytes_copied(&self) -> u64 {
+        self.rows as u64 * self.row_bytes as u64
+    }
+}
+
+/// A due frame, as the delivery work item fills and completes it: the target
+/// and what its stream header and `KS_FRAME_INFO` carry.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Completion<C> {
-    /// The target that was filled.
+    /// The target to fill.
     pub target: Target<C>,
     /// `PresentationTime.Time`: start of this frame's interval, in the time
     /// base the caller passed to [`CaptureEngine::run`].
     pub presentation_time: i64,
     /// `Duration`: the frame interval.
     pub duration: i64,
-    /// `DataUsed`: the image size.
+    /// `DataUsed` of a packed frame: the image size (a pitched copy reports
+    /// its own, [`CopyPlan::data_used`]).
     pub data_used: u32,
-    /// `OptionsFlags`: `TIMEVALID | DURATIONVALID`, plus `DATADISCONTINUITY`
-    /// on the first frame after a drop.
+    /// The `OptionsFlags` bits this frame sets: `TIMEVALID | DURATIONVALID`,
+    /// plus `DATADISCONTINUITY` on the first frame after a drop. Written
+    /// with [`stamp_options`].
     pub options_flags: u32,
     /// `KS_FRAME_INFO.PictureNumber`: frames due since the stream started,
     /// delivered or dropped, this one included (1 for the first).
@@ -144,11 +267,15 @@ impl<C> Completion<C> {
     }
 }
 
-/// What one tick did.
+/// What one tick did (bookkeeping only: no frame is touched).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tick<C> {
-    /// The oldest target is to be filled and completed.
-    Deliver(Completion<C>),
+pub enum Tick {
+    /// The oldest queued target is due: [`CaptureEngine::take_due`] hands it
+    /// to the delivery work.
+    Due {
+        /// Picture number of the due frame.
+        picture_number: u64,
+    },
     /// No target was queued: the frame was dropped.
     Dropped {
         /// Picture number of the dropped frame.
@@ -163,15 +290,15 @@ pub enum Tick<C> {
 /// Totals since the stream started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EngineStats {
-    /// Frames completed.
+    /// Frames due for delivery (completed, or about to be).
     pub delivered: u64,
     /// Frames dropped (no target queued, or the tick came late).
     pub dropped: u64,
-    /// Completed frames written in place.
+    /// Delivered frames written in place.
     pub zero_copy: u64,
-    /// Completed frames that went through a staging slot.
+    /// Delivered frames that went through a staging slot.
     pub copied: u64,
-    /// Bytes copied from staging slots into client frames.
+    /// Image bytes of the delivered frames that went through a staging slot.
     pub bytes_copied: u64,
 }
 
@@ -229,12 +356,49 @@ pub enum EngineError {
     NoQueue,
 }
 
-/// The capture engine for one pin; `DEPTH` is the most targets in flight.
+/// A bounded FIFO of `DEPTH` entries in an array.
 #[derive(Debug)]
-pub struct CaptureEngine<C, const DEPTH: usize> {
-    queue: [Option<Target<C>>; DEPTH],
+struct Fifo<T, const DEPTH: usize> {
+    slots: [Option<T>; DEPTH],
     head: usize,
     len: usize,
+}
+
+impl<T, const DEPTH: usize> Fifo<T, DEPTH> {
+    fn new() -> Self {
+        Fifo {
+            slots: core::array::from_fn(|_| None),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, item: T) -> Result<(), T> {
+        if self.len == DEPTH {
+            return Err(item);
+        }
+        self.slots[(self.head + self.len) % DEPTH] = Some(item);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let item = self.slots[self.head].take();
+        self.head = (self.head + 1) % DEPTH;
+        self.len -= 1;
+        item
+    }
+}
+
+/// The capture engine for one pin; `DEPTH` is the most targets it holds,
+/// queued and due together.
+#[derive(Debug)]
+pub struct CaptureEngine<C, const DEPTH: usize> {
+    queue: Fifo<Target<C>, DEPTH>,
+    due: Fifo<Completion<C>, DEPTH>,
     interval: i64,
     image_size: u32,
     state: State,
@@ -243,7 +407,7 @@ pub struct CaptureEngine<C, const DEPTH: usize> {
     discontinuity: bool,
 }
 
-impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
+impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
     /// An engine for frames of `image_size` bytes every `interval` (100 ns).
     ///
     /// # Errors
@@ -256,9 +420,8 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
             return Err(EngineError::NoQueue);
         }
         Ok(CaptureEngine {
-            queue: [None; DEPTH],
-            head: 0,
-            len: 0,
+            queue: Fifo::new(),
+            due: Fifo::new(),
             interval,
             image_size,
             state: State::Stopped,
@@ -268,42 +431,35 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
         })
     }
 
-    /// Queues a target for the hardware. A full queue hands it back (the
-    /// caller returns `STATUS_PENDING` from Process and retries after the
-    /// next completion).
+    /// Queues a target for the hardware. No room hands it back (the caller
+    /// returns `STATUS_PENDING` from Process and retries after the next
+    /// completion).
     ///
     /// # Errors
-    /// The target itself when the queue is full.
+    /// The target itself when the engine already holds `DEPTH` targets.
     pub fn submit(&mut self, target: Target<C>) -> Result<(), Target<C>> {
-        if self.len == DEPTH {
+        if !self.has_room() {
             return Err(target);
         }
-        let slot = (self.head + self.len) % DEPTH;
-        self.queue[slot] = Some(target);
-        self.len += 1;
-        Ok(())
+        self.queue.push(target)
     }
 
-    /// Targets queued now.
+    /// Targets queued now (not yet due).
     #[must_use]
     pub fn queued(&self) -> usize {
-        self.len
+        self.queue.len
     }
 
-    /// Whether another target fits.
+    /// Due frames the delivery work has not taken yet.
+    #[must_use]
+    pub fn due(&self) -> usize {
+        self.due.len
+    }
+
+    /// Whether another target fits (queued and due share `DEPTH`).
     #[must_use]
     pub fn has_room(&self) -> bool {
-        self.len < DEPTH
-    }
-
-    fn pop(&mut self) -> Option<Target<C>> {
-        if self.len == 0 {
-            return None;
-        }
-        let t = self.queue[self.head].take();
-        self.head = (self.head + 1) % DEPTH;
-        self.len -= 1;
-        t
+        self.queue.len + self.due.len < DEPTH
     }
 
     /// Starts (from stop) or resumes (from pause) the hardware at time `now`.
@@ -325,24 +481,34 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
         };
     }
 
-    /// Pauses the hardware: ticks do nothing until [`Self::run`]; queued
-    /// targets stay queued.
+    /// Pauses the hardware: ticks do nothing until [`Self::run`]; targets
+    /// stay where they are.
     pub fn pause(&mut self) {
         if matches!(self.state, State::Running { .. }) {
             self.state = State::Paused;
         }
     }
 
-    /// Stops the hardware. Every queued target must then be handed back with
-    /// [`Self::take_queued`]; returns how many there are.
+    /// Stops the hardware. Every target it still holds must then be handed
+    /// back with [`Self::take_queued`]; returns how many there are.
     pub fn stop(&mut self) -> usize {
         self.state = State::Stopped;
-        self.len
+        self.queue.len + self.due.len
     }
 
-    /// Hands back the oldest queued target (stop/cleanup path).
+    /// Hands back the oldest target still held, due ones first (stop,
+    /// pause and cleanup paths: the caller completes it empty).
     pub fn take_queued(&mut self) -> Option<Target<C>> {
-        self.pop()
+        self.due
+            .pop()
+            .map(|c| c.target)
+            .or_else(|| self.queue.pop())
+    }
+
+    /// Hands the oldest due frame to the delivery work, which fills and
+    /// completes it.
+    pub fn take_due(&mut self) -> Option<Completion<C>> {
+        self.due.pop()
     }
 
     /// Whether the hardware is running.
@@ -378,8 +544,9 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
     }
 
     /// One frame interval has passed at `now`. Intervals that went by without
-    /// a tick (a late timer) count as dropped frames first.
-    pub fn tick(&mut self, now: i64) -> Tick<C> {
+    /// a tick (a late timer) count as dropped frames first. Constant work:
+    /// no frame is touched here (the DPC calls this).
+    pub fn tick(&mut self, now: i64) -> Tick {
         let State::Running { start } = self.state else {
             return Tick::Idle;
         };
@@ -395,7 +562,7 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
         }
         self.ticks += 1;
         let picture_number = self.ticks;
-        let Some(target) = self.pop() else {
+        let Some(target) = self.queue.pop() else {
             self.stats.dropped += 1;
             self.discontinuity = true;
             return Tick::Dropped {
@@ -417,7 +584,7 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
                 self.stats.bytes_copied += u64::from(self.image_size);
             }
         }
-        Tick::Deliver(Completion {
+        let completion = Completion {
             target,
             presentation_time: start.saturating_add(index.saturating_mul(self.interval)),
             duration: self.interval,
@@ -426,7 +593,11 @@ impl<C: Copy, const DEPTH: usize> CaptureEngine<C, DEPTH> {
             picture_number,
             drop_count: self.stats.dropped,
             stream_time: index.saturating_add(1).saturating_mul(self.interval),
-        })
+        };
+        // Cannot fail: the target came off the queue, and queued plus due
+        // never exceed DEPTH.
+        let _ = self.due.push(completion);
+        Tick::Due { picture_number }
     }
 }
 
@@ -435,6 +606,7 @@ mod tests {
     use super::*;
     use crate::portable::frame_pool::Region;
     use crate::portable::framing::{plan, PAGE_SIZE};
+    use crate::portable::video_format::PixelFormat;
 
     const I: i64 = 333_333;
 
@@ -447,11 +619,28 @@ mod tests {
         }
     }
 
+    fn client(address: usize) -> ClientBuffer {
+        ClientBuffer {
+            address,
+            extent: 100,
+        }
+    }
+
     fn direct(cookie: u32) -> Target<u32> {
         Target {
             cookie,
             dma: DmaTarget::Direct(frame(cookie)),
+            client: client(0x1000 * (cookie as usize + 1)),
         }
+    }
+
+    /// One interval: the DPC's tick, then the work item's take.
+    fn deliver<const D: usize>(e: &mut CaptureEngine<u32, D>, now: i64) -> Completion<u32> {
+        assert!(
+            matches!(e.tick(now), Tick::Due { .. }),
+            "expected a due frame"
+        );
+        e.take_due().expect("a due frame")
     }
 
     #[test]
@@ -486,14 +675,44 @@ mod tests {
         e.submit(direct(2)).unwrap();
         assert_eq!(e.submit(direct(3)), Err(direct(3)));
         e.run(0);
-        let Tick::Deliver(c) = e.tick(I) else {
-            panic!("expected a delivery")
-        };
+        let c = deliver(&mut e, I);
         assert_eq!(c.target.cookie, 1);
         e.submit(direct(3)).unwrap();
         assert_eq!(e.take_queued().unwrap().cookie, 2);
         assert_eq!(e.take_queued().unwrap().cookie, 3);
         assert_eq!(e.take_queued(), None);
+    }
+
+    #[test]
+    fn tick_only_marks_due_and_due_frames_count_against_depth() {
+        let mut e = CaptureEngine::<u32, 2>::new(I, 100).unwrap();
+        e.run(0);
+        e.submit(direct(1)).unwrap();
+        e.submit(direct(2)).unwrap();
+        // The DPC's part: the target leaves the queue but stays held.
+        assert_eq!(e.tick(I), Tick::Due { picture_number: 1 });
+        assert_eq!((e.queued(), e.due()), (1, 1));
+        // Still full: the due frame has not been completed yet.
+        assert!(!e.has_room());
+        assert_eq!(e.submit(direct(3)), Err(direct(3)));
+        // The work item's part frees the room.
+        assert_eq!(e.take_due().unwrap().target.cookie, 1);
+        assert!(e.has_room());
+        assert_eq!(e.take_due(), None);
+    }
+
+    #[test]
+    fn stop_hands_back_due_frames_before_queued_ones() {
+        let mut e = CaptureEngine::<u32, 4>::new(I, 100).unwrap();
+        e.run(0);
+        for n in 1..=3 {
+            e.submit(direct(n)).unwrap();
+        }
+        assert!(matches!(e.tick(I), Tick::Due { .. }));
+        assert_eq!(e.stop(), 3);
+        let back: Vec<u32> = core::iter::from_fn(|| e.take_queued().map(|t| t.cookie)).collect();
+        assert_eq!(back, [1, 2, 3]);
+        assert_eq!(e.stop(), 0);
     }
 
     #[test]
@@ -504,14 +723,11 @@ mod tests {
         e.submit(Target {
             cookie: 2,
             dma: DmaTarget::Staging(frame(2)),
+            client: client(0x9000),
         })
         .unwrap();
-        let Tick::Deliver(a) = e.tick(I) else {
-            panic!("expected a delivery")
-        };
-        let Tick::Deliver(b) = e.tick(2 * I) else {
-            panic!("expected a delivery")
-        };
+        let a = deliver(&mut e, I);
+        let b = deliver(&mut e, 2 * I);
         assert_eq!(a.overlay().path, DeliveryPath::ZeroCopy);
         assert_eq!(b.overlay().path, DeliveryPath::Copied);
         assert_eq!(
@@ -543,9 +759,7 @@ mod tests {
         e.run(0);
         e.submit(direct(1)).unwrap();
         // Three whole intervals passed before the first tick ran.
-        let Tick::Deliver(c) = e.tick(3 * I + 10) else {
-            panic!("expected a delivery")
-        };
+        let c = deliver(&mut e, 3 * I + 10);
         assert_eq!((c.picture_number, c.drop_count), (3, 2));
         assert_ne!(c.options_flags & OPTIONSF_DATADISCONTINUITY, 0);
         assert_eq!(c.presentation_time, 2 * I);
@@ -558,15 +772,62 @@ mod tests {
         e.run(0);
         e.submit(direct(1)).unwrap();
         e.submit(direct(2)).unwrap();
-        assert!(matches!(e.tick(I), Tick::Deliver(_)));
+        let _ = deliver(&mut e, I);
         e.pause();
         e.run(50 * I);
-        let Tick::Deliver(c) = e.tick(51 * I) else {
-            panic!("expected a delivery")
-        };
+        let c = deliver(&mut e, 51 * I);
         assert_eq!((c.picture_number, c.drop_count), (2, 0));
         assert_eq!(c.presentation_time, 50 * I);
         assert_eq!(c.options_flags & OPTIONSF_DATADISCONTINUITY, 0);
+    }
+
+    #[test]
+    fn stamping_clears_the_bits_the_pin_owns_and_keeps_the_rest() {
+        const SPLICEPOINT: u32 = 0x0000_0002; // set by a client: kept
+        let stale = OPTIONSF_DATADISCONTINUITY | OPTIONSF_TIMEVALID | SPLICEPOINT;
+        // A clean frame written into a header that carried a discontinuity
+        // and a time from an earlier use.
+        assert_eq!(
+            stamp_options(stale, OPTIONSF_DURATIONVALID),
+            OPTIONSF_DURATIONVALID | SPLICEPOINT
+        );
+        assert_eq!(
+            stamp_options(0, OPTIONSF_TIMEVALID | OPTIONSF_DURATIONVALID),
+            OPTIONSF_TIMEVALID | OPTIONSF_DURATIONVALID
+        );
+        // Only the pin's bits can be set through it.
+        assert_eq!(stamp_options(0, u32::MAX), OPTIONSF_DRIVER_OWNED);
+    }
+
+    #[test]
+    fn copy_plan_honours_a_wider_pitch_within_the_extent() {
+        let l = FrameLayout::new(PixelFormat::Nv12, 320, 240).unwrap();
+        // No pitch, the packed stride, or a narrower one: one block.
+        for pitch in [0, 320, 200, -320] {
+            let p = CopyPlan::new(&l, pitch, l.image_size);
+            assert!(p.is_packed(), "{pitch}");
+            assert_eq!(
+                (p.rows().collect::<Vec<_>>(), p.data_used),
+                (vec![(0, 0, 115_200)], 115_200)
+            );
+        }
+        // A 512-byte surface pitch: 360 rows (240 luma + 120 chroma).
+        let p = CopyPlan::new(&l, 512, 512 * 360);
+        assert_eq!((p.rows, p.row_bytes, p.data_used), (360, 320, 512 * 360));
+        let rows: Vec<_> = p.rows().collect();
+        assert_eq!(rows[1], (320, 512, 320));
+        // The first chroma row lands at pitch × height.
+        assert_eq!(rows[240], (l.chroma_offset as usize, 512 * 240, 320));
+        assert_eq!(p.bytes_copied(), u64::from(l.image_size));
+        // A negative pitch is read by its size.
+        assert_eq!(CopyPlan::new(&l, -512, 512 * 360), p);
+        // One byte short of the pitched extent: packed, never past the frame.
+        assert!(CopyPlan::new(&l, 512, 512 * 360 - 1).is_packed());
+        // A pitch whose span overflows is packed too.
+        assert!(CopyPlan::new(&l, i32::MAX, u32::MAX).is_packed());
+        let rgb = FrameLayout::new(PixelFormat::Rgb24, 320, 240).unwrap();
+        let p = CopyPlan::new(&rgb, -1024, 1024 * 240);
+        assert_eq!((p.rows, p.row_bytes, p.dest_pitch), (240, 960, 1024));
     }
 
     #[test]
@@ -583,19 +844,20 @@ mod tests {
             staging_region,
             plan(1, 5000, PAGE_SIZE, &staging_region).unwrap(),
         );
+        let at = |address, extent| ClientBuffer { address, extent };
         let mine = own.allocate().unwrap();
-        let t = route_frame(Some(&own), &staging, mine.virtual_address, 5000, 5000).unwrap();
+        let t = route_frame([&own], &staging, at(mine.virtual_address, 5000), 5000).unwrap();
         assert_eq!(t, DmaTarget::Direct(mine));
         assert_eq!(staging.in_use(), 0);
         // A user-mode buffer: copied through staging.
-        let t = route_frame(Some(&own), &staging, 0xDEAD_0000, 8000, 5000).unwrap();
+        let t = route_frame([&own], &staging, at(0xDEAD_0000, 8000), 5000).unwrap();
         assert!(matches!(t, DmaTarget::Staging(_)));
         assert_eq!(
-            route_frame(None, &staging, 0xDEAD_0000, 8000, 5000),
+            route_frame(None, &staging, at(0xDEAD_0000, 8000), 5000),
             Err(RouteError::NoStagingSlot)
         );
         assert_eq!(
-            route_frame(Some(&own), &staging, mine.virtual_address, 4999, 5000),
+            route_frame([&own], &staging, at(mine.virtual_address, 4999), 5000),
             Err(RouteError::FrameTooSmall {
                 have: 4999,
                 need: 5000
@@ -606,8 +868,29 @@ mod tests {
         staging.free(t.frame().virtual_address).unwrap();
         let unallocated = own.plan().slot_size as usize + mine.virtual_address;
         assert!(matches!(
-            route_frame(Some(&own), &staging, unallocated, 5000, 5000),
+            route_frame([&own], &staging, at(unallocated, 5000), 5000),
             Ok(DmaTarget::Staging(_))
         ));
+        staging.free(staging.region().virtual_base).unwrap();
+        // Any of several live pools counts as ours.
+        let other_region = Region {
+            virtual_base: 0x80_0000,
+            logical_base: 0x80_0000,
+            len: 1 << 19,
+        };
+        let other = FramePool::with_plan(
+            other_region,
+            plan(1, 5000, PAGE_SIZE, &other_region).unwrap(),
+        );
+        let theirs = other.allocate().unwrap();
+        assert_eq!(
+            route_frame(
+                [&own, &other],
+                &staging,
+                at(theirs.virtual_address, 5000),
+                5000
+            ),
+            Ok(DmaTarget::Direct(theirs))
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The frame pool: N fixed slots carved out of a contiguous region (the
-//! device's common buffer), handed out and taken back by address.
+//! The frame pool: N fixed slots carved out of a contiguous region (a common
+//! buffer of an allocator instance or of a stream's staging slots), handed
+//! out and taken back by address.
 //!
 //! The pool never touches the region's bytes and does not own it: addresses
 //! are plain integers here, and the kernel shell, which owns the common
@@ -23,7 +24,7 @@ use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::framing::{self, AllocatorFraming, CarveOut, FramingError, PoolPlan};
+use super::framing::{self, BufferPlan, FramingError, PoolPlan, PAGE_SIZE};
 
 /// Most slots one pool tracks (one bit each in a 64-bit word).
 pub const MAX_POOL_FRAMES: u32 = 64;
@@ -93,22 +94,24 @@ pub struct FramePool {
 }
 
 impl FramePool {
-    /// Builds a pool for an allocator request over a carve-out, validating the
-    /// request first (the allocator's `InitializeAllocator`).
+    /// Builds the pool for a buffer allocated by its [`BufferPlan`]
+    /// ([`framing::allocator_plan`] for an allocator instance,
+    /// [`framing::staging_plan`] for staging slots): page-aligned slots laid
+    /// out over `region`, which must be the allocated buffer (page aligned
+    /// in both address spaces, at least `plan.len` bytes).
     ///
     /// # Errors
-    /// The validator's [`FramingError`].
-    pub fn for_request(
-        request: &AllocatorFraming,
-        image_size: u32,
-        carve: &CarveOut,
-    ) -> Result<Self, FramingError> {
-        let plan = framing::validate(request, image_size, carve)?;
-        Ok(Self::with_plan(carve.region, plan))
+    /// [`FramingError::RegionMisaligned`] or [`FramingError::DoesNotFit`]
+    /// for a region that is not such a buffer.
+    pub fn over(region: Region, plan: &BufferPlan) -> Result<Self, FramingError> {
+        let pool_plan = framing::plan(plan.frames, plan.frame_size, PAGE_SIZE, &region)?;
+        if pool_plan.first_offset != 0 {
+            return Err(FramingError::RegionMisaligned);
+        }
+        Ok(Self::with_plan(region, pool_plan))
     }
 
-    /// Builds a pool from a plan made for `region` by [`framing::plan`],
-    /// [`framing::validate`] or [`framing::staging_plan`].
+    /// Builds a pool from a plan made for `region` by [`framing::plan`].
     ///
     /// # Panics
     /// Never for plans those functions made for this region; a hand-made plan

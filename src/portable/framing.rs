@@ -1,22 +1,27 @@
 //! Allocator framing: what the capture pin declares (`KSALLOCATOR_FRAMING_EX`
 //! with one item, the `DECLARE_SIMPLE_FRAMING_EX` shape) and what an allocator
 //! instance receives (the legacy `KSALLOCATOR_FRAMING`), plus the validator
-//! that decides whether our frame pool can serve a requested framing.
+//! that decides whether, and with how much memory, an allocator can serve a
+//! requested framing.
 //!
-//! Validation follows the semantics of `KsValidateAllocatorCreateRequest`
-//! narrowed to what a pool carved out of one common buffer can honour: at
-//! least one frame and no more than the carve-out holds, a frame size that
-//! covers the connection's image and fits a slot, `FileAlignment` given as a
-//! mask (2^k − 1, at most `PAGE_SIZE − 1`), known and consistent flags, a
-//! pool type that nonpaged memory satisfies, `Reserved` zero. Every product
-//! and sum is overflow-checked.
+//! Each allocator instance gets a common buffer of its own, sized from the
+//! request it was created with ([`allocator_plan`]); each stream gets its
+//! staging slots at STOP → ACQUIRE ([`staging_plan`]). Validation follows
+//! the semantics of `KsValidateAllocatorCreateRequest` and of the
+//! `KSALLOCATOR_FRAMING` reference: `OptionsFlags` are creation options
+//! (what the request may carry, not the requirement bits of the pin's own
+//! declaration), `Frames` 0 and `FrameSize` 0 mean "no requirement" (the
+//! pin's default count, the image size), any count from 1 to
+//! [`MAX_POOL_FRAMES`] is served, `FileAlignment` is a mask (2^k − 1, at
+//! most `PAGE_SIZE − 1`), the pool type must be one nonpaged memory can
+//! stand for, `Reserved` is zero. Every product and sum is overflow-checked.
 
 use super::frame_pool::{Region, MAX_POOL_FRAMES};
 use super::guid::{Guid, GUID_NULL, KSMEMORY_TYPE_KERNEL_NONPAGED};
 use super::status::{
     NtStatus, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
 };
-use super::video_format::{FrameLayout, VideoFormat, DATA_RANGES};
+use super::video_format::{max_image_size, FrameLayout, VideoFormat, DATA_RANGES};
 
 /// x64 page size.
 pub const PAGE_SIZE: u32 = 4096;
@@ -33,15 +38,25 @@ pub const OPTIONF_COMPATIBLE: u32 = 0x0000_0001;
 pub const REQUIREMENTF_SYSTEM_MEMORY: u32 = 0x0000_0002;
 /// `KSALLOCATOR_OPTIONF_SYSTEM_MEMORY`.
 pub const OPTIONF_SYSTEM_MEMORY: u32 = 0x0000_0002;
+/// `KSALLOCATOR_OPTIONF_VALID`: every creation option.
+pub const OPTIONF_VALID: u32 = OPTIONF_COMPATIBLE | OPTIONF_SYSTEM_MEMORY;
 /// `KSALLOCATOR_REQUIREMENTF_FRAME_INTEGRITY`.
 pub const REQUIREMENTF_FRAME_INTEGRITY: u32 = 0x0000_0004;
 /// `KSALLOCATOR_REQUIREMENTF_MUST_ALLOCATE`.
 pub const REQUIREMENTF_MUST_ALLOCATE: u32 = 0x0000_0008;
 /// `KSALLOCATOR_REQUIREMENTF_PREFERENCES_ONLY`.
 pub const REQUIREMENTF_PREFERENCES_ONLY: u32 = 0x8000_0000;
-/// Every flag bit an allocator request may carry.
-pub const KNOWN_FLAGS: u32 = REQUIREMENTF_INPLACE_MODIFIER
-    | REQUIREMENTF_SYSTEM_MEMORY
+/// `KSALLOCATOR_FLAG_CAN_ALLOCATE` (a framing item flag): the pin can
+/// allocate frames of the item's memory type.
+pub const FLAG_CAN_ALLOCATE: u32 = 0x0000_0040;
+/// The flag bits an allocator create request may carry. Its `OptionsFlags`
+/// are creation options ([`OPTIONF_VALID`]: `COMPATIBLE`, `SYSTEM_MEMORY`, both
+/// of which a nonpaged common buffer honours); a graph manager that copies
+/// requirement bits of a framing (frame integrity, must-allocate,
+/// preferences-only) into the request is served too, since none of them
+/// asks anything this allocator does not do. Other bits are refused, as
+/// `KsValidateAllocatorCreateRequest` refuses them.
+pub const REQUEST_FLAGS: u32 = OPTIONF_VALID
     | REQUIREMENTF_FRAME_INTEGRITY
     | REQUIREMENTF_MUST_ALLOCATE
     | REQUIREMENTF_PREFERENCES_ONLY;
@@ -68,7 +83,7 @@ pub mod pool_type {
 pub enum FramingError {
     /// `Frames` is 0.
     NoFrames,
-    /// More frames than the pool tracks or the carve-out holds.
+    /// More frames than a pool tracks.
     TooManyFrames {
         /// Frames asked for.
         requested: u32,
@@ -82,22 +97,20 @@ pub enum FramingError {
         /// `biSizeImage` of the connection format.
         image_size: u32,
     },
-    /// `FrameSize` is above what one slot of the carve-out holds.
-    FrameLargerThanSlot {
+    /// `FrameSize` is above [`MAX_FRAME_SIZE`], the largest image the pin
+    /// ever produces.
+    FrameTooLarge {
         /// `FrameSize` asked for.
         frame_size: u32,
-        /// Largest frame a slot holds.
+        /// The largest frame served.
         max: u32,
     },
     /// `FileAlignment` is not of the form 2^k − 1.
     AlignmentNotMask(u32),
     /// `FileAlignment` asks for more than page alignment.
     AlignmentAbovePage(u32),
-    /// Flag bits no allocator request defines.
+    /// Flag bits an allocator request may not carry ([`REQUEST_FLAGS`]).
     UnknownFlags(u32),
-    /// `INPLACE_MODIFIER` (frames are changed in place) with `FRAME_INTEGRITY`
-    /// (frames must not be changed).
-    ContradictoryFlags,
     /// A pool type nonpaged system memory cannot stand for (session pools,
     /// must-succeed, unknown values).
     UnsupportedPoolType(u32),
@@ -106,7 +119,7 @@ pub enum FramingError {
     /// The region's virtual and logical bases disagree modulo the alignment,
     /// so no slot can be aligned in both.
     RegionMisaligned,
-    /// The slots do not fit in the region.
+    /// The slots do not fit in the region (a buffer smaller than its plan).
     DoesNotFit {
         /// Bytes the slots need, alignment padding included.
         needed: u64,
@@ -125,14 +138,13 @@ impl FramingError {
             FramingError::NoFrames
             | FramingError::FrameSmallerThanImage { .. }
             | FramingError::AlignmentNotMask(_)
-            | FramingError::ContradictoryFlags
+            | FramingError::UnknownFlags(_)
             | FramingError::ReservedNotZero
             | FramingError::Overflow => STATUS_INVALID_PARAMETER,
             FramingError::TooManyFrames { .. }
-            | FramingError::FrameLargerThanSlot { .. }
+            | FramingError::FrameTooLarge { .. }
             | FramingError::DoesNotFit { .. } => STATUS_INSUFFICIENT_RESOURCES,
             FramingError::AlignmentAbovePage(_)
-            | FramingError::UnknownFlags(_)
             | FramingError::UnsupportedPoolType(_)
             | FramingError::RegionMisaligned => STATUS_NOT_SUPPORTED,
         }
@@ -174,9 +186,18 @@ pub struct PinFraming {
 /// Frames the pin asks for by default (its allocator hands out this many).
 pub const DEFAULT_PIN_FRAMES: u32 = 4;
 
-/// Flags the pin declares: it wants system (nonpaged) memory, and because the
-/// capture path copies into any frame, everything is only a preference.
-pub const PIN_FRAMING_FLAGS: u32 = REQUIREMENTF_SYSTEM_MEMORY | REQUIREMENTF_PREFERENCES_ONLY;
+/// Flags the pin declares: it wants system (nonpaged) memory; because the
+/// capture path copies into any frame, every requirement is only a
+/// preference; and it can allocate frames of its memory type
+/// (`KSALLOCATOR_FLAG_CAN_ALLOCATE`): its `KSALLOCATOR_DISPATCH` hands out
+/// nonpaged common-buffer frames, which is exactly what the item's
+/// `KSMEMORY_TYPE_KERNEL_NONPAGED` names. The `KS_FRAMING_ITEM` reference
+/// defines the flag as "the pin can allocate this memory type" and warns
+/// only against setting it for memory the device can merely address; a
+/// graph manager choosing where frames come from reads it to know that the
+/// pin offers an allocator at all, so a pin that has one says so.
+pub const PIN_FRAMING_FLAGS: u32 =
+    REQUIREMENTF_SYSTEM_MEMORY | REQUIREMENTF_PREFERENCES_ONLY | FLAG_CAN_ALLOCATE;
 
 impl PinFraming {
     /// The `DECLARE_SIMPLE_FRAMING_EX` shape: physical range unlimited,
@@ -295,7 +316,7 @@ impl AllocatorFraming {
     }
 }
 
-/// What one pool carved from one region looks like: the validator's answer.
+/// What one pool carved from one region looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolPlan {
     /// Number of slots.
@@ -315,16 +336,51 @@ pub struct PoolPlan {
     pub overhead: u64,
 }
 
-/// Limits of a carve-out: the most frames and the largest frame it serves.
+/// The largest `FrameSize` an allocator serves: the largest image the pin
+/// offers, rounded up to a page. A larger frame would never be filled.
+pub const MAX_FRAME_SIZE: u32 = max_image_size().next_multiple_of(PAGE_SIZE);
+
+/// One common buffer for a stream: `frames` page-aligned slots of
+/// `slot_size` bytes, each holding a frame of `frame_size` bytes. Made by
+/// [`allocator_plan`] (an allocator instance's buffer) and [`staging_plan`]
+/// (a stream's staging slots); the shell allocates exactly `len` bytes and
+/// builds the pool over them with `FramePool::over`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CarveOut {
-    /// The memory the pool may use.
-    pub region: Region,
-    /// The largest frame one slot may hold (the device sizes its common
-    /// buffer for the largest format it offers).
-    pub max_frame_size: u32,
-    /// The most frames the pool may hand out (≤ [`MAX_POOL_FRAMES`]).
-    pub max_frames: u32,
+pub struct BufferPlan {
+    /// Slots.
+    pub frames: u32,
+    /// Usable bytes of each frame.
+    pub frame_size: u32,
+    /// Bytes from one slot to the next: `frame_size` rounded up to a page
+    /// (which also satisfies any alignment a request may ask for).
+    pub slot_size: u32,
+    /// Bytes of the whole buffer: `frames × slot_size`, a page multiple.
+    pub len: usize,
+}
+
+impl BufferPlan {
+    fn new(frames: u32, frame_size: u32) -> Result<Self, FramingError> {
+        check_frame_count(frames, MAX_POOL_FRAMES)?;
+        let slot_size = frame_size
+            .max(1)
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(FramingError::Overflow)?;
+        let len = usize::try_from(u64::from(slot_size) * u64::from(frames))
+            .map_err(|_| FramingError::Overflow)?;
+        Ok(BufferPlan {
+            frames,
+            frame_size,
+            slot_size,
+            len,
+        })
+    }
+
+    /// Bytes the buffer takes beyond the frames themselves (slot rounding:
+    /// under one page per frame).
+    #[must_use]
+    pub const fn overhead(&self) -> u64 {
+        self.len as u64 - self.frame_size as u64 * self.frames as u64
+    }
 }
 
 fn check_frame_count(frames: u32, max: u32) -> Result<(), FramingError> {
@@ -346,13 +402,9 @@ fn check_frame_count(frames: u32, max: u32) -> Result<(), FramingError> {
 }
 
 fn check_flags(flags: u32) -> Result<(), FramingError> {
-    let unknown = flags & !KNOWN_FLAGS;
+    let unknown = flags & !REQUEST_FLAGS;
     if unknown != 0 {
         return Err(FramingError::UnknownFlags(unknown));
-    }
-    let both = REQUIREMENTF_INPLACE_MODIFIER | REQUIREMENTF_FRAME_INTEGRITY;
-    if flags & both == both {
-        return Err(FramingError::ContradictoryFlags);
     }
     Ok(())
 }
@@ -375,21 +427,26 @@ fn alignment_of(mask: u32, pool: u32) -> Result<u32, FramingError> {
     Ok((mask + 1).max(floor))
 }
 
-/// Validates an allocator request against the connection's image size and a
-/// carve-out, and lays the slots out.
+/// Validates an allocator create request for a connection whose image is
+/// `image_size` bytes and sizes the common buffer that serves it
+/// (`InitializeAllocator`). `Frames` 0 is served with
+/// [`DEFAULT_PIN_FRAMES`] frames and `FrameSize` 0 with frames of the
+/// image size: the `KSALLOCATOR_FRAMING` reference defines both zeros as
+/// "no requirement". Slots are page aligned, which covers every alignment a
+/// valid request may ask for.
 ///
 /// # Errors
 /// A [`FramingError`]; [`FramingError::ntstatus`] gives the status to return.
-pub fn validate(
+pub fn allocator_plan(
     request: &AllocatorFraming,
     image_size: u32,
-    carve: &CarveOut,
-) -> Result<PoolPlan, FramingError> {
+) -> Result<BufferPlan, FramingError> {
     if request.reserved != 0 {
         return Err(FramingError::ReservedNotZero);
     }
     check_flags(request.flags)?;
     let alignment = alignment_of(request.file_alignment, request.pool_type)?;
+    debug_assert!(alignment <= PAGE_SIZE);
     let frame_size = if request.frame_size == 0 {
         image_size
     } else {
@@ -401,14 +458,28 @@ pub fn validate(
             image_size,
         });
     }
-    if frame_size > carve.max_frame_size {
-        return Err(FramingError::FrameLargerThanSlot {
+    if frame_size > MAX_FRAME_SIZE {
+        return Err(FramingError::FrameTooLarge {
             frame_size,
-            max: carve.max_frame_size,
+            max: MAX_FRAME_SIZE,
         });
     }
-    check_frame_count(request.frames, carve.max_frames)?;
-    plan(request.frames, frame_size, alignment, &carve.region)
+    let frames = if request.frames == 0 {
+        DEFAULT_PIN_FRAMES
+    } else {
+        request.frames
+    };
+    BufferPlan::new(frames, frame_size)
+}
+
+/// The staging slots a stream takes at STOP → ACQUIRE: `count` page-aligned
+/// slots of the format's image size.
+///
+/// # Errors
+/// [`FramingError::NoFrames`] / [`FramingError::TooManyFrames`] for a count
+/// outside 1..=64, [`FramingError::Overflow`].
+pub fn staging_plan(layout: &FrameLayout, count: u32) -> Result<BufferPlan, FramingError> {
+    BufferPlan::new(count, layout.image_size)
 }
 
 /// Lays `frames` slots of `frame_size` bytes, each aligned to `alignment`
@@ -466,42 +537,17 @@ pub fn plan(
     })
 }
 
-/// The plan for the staging slots a device keeps for copied frames: `count`
-/// page-aligned slots of the format's image size.
-///
-/// # Errors
-/// As [`plan`], and [`FramingError::NoFrames`] / [`FramingError::TooManyFrames`].
-pub fn staging_plan(
-    layout: &FrameLayout,
-    count: u32,
-    region: &Region,
-) -> Result<PoolPlan, FramingError> {
-    check_frame_count(count, MAX_POOL_FRAMES)?;
-    plan(count, layout.image_size, PAGE_SIZE, region)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portable::video_format::default_format;
+    use crate::portable::video_format::{default_format, PixelFormat};
 
     const IMAGE: u32 = 460_800; // 640x480 NV12
-
-    fn carve(len: usize) -> CarveOut {
-        CarveOut {
-            region: Region {
-                virtual_base: 0x10_0000,
-                logical_base: 0x8000_0000,
-                len,
-            },
-            max_frame_size: 1 << 21,
-            max_frames: 8,
-        }
-    }
+    const SLOT: u32 = 462_848; // 113 pages
 
     fn request(frames: u32, frame_size: u32, mask: u32) -> AllocatorFraming {
         AllocatorFraming {
-            flags: REQUIREMENTF_SYSTEM_MEMORY,
+            flags: OPTIONF_SYSTEM_MEMORY,
             pool_type: 0,
             frames,
             frame_size,
@@ -525,7 +571,8 @@ mod tests {
         );
         assert_eq!(f.physical_range, f.framing_range);
         assert_eq!(f.memory_type, KSMEMORY_TYPE_KERNEL_NONPAGED);
-        assert_eq!(f.flags, 0x8000_0002);
+        // SYSTEM_MEMORY | CAN_ALLOCATE | PREFERENCES_ONLY.
+        assert_eq!(f.flags, 0x8000_0042);
         assert_eq!(
             PinFraming::for_format(&default_format(), 0),
             Err(FramingError::NoFrames)
@@ -541,6 +588,7 @@ mod tests {
         let d = PinFraming::declared();
         assert_eq!(d.framing_range.min, 115_200); // 320x240 NV12
         assert_eq!(d.framing_range.max, 24_883_200); // 3840x2160 RGB24
+        assert_eq!(d.flags & FLAG_CAN_ALLOCATE, FLAG_CAN_ALLOCATE);
         assert_eq!(
             d.physical_range,
             FrameSizeRange {
@@ -552,49 +600,63 @@ mod tests {
     }
 
     #[test]
-    fn page_aligned_plan_rounds_slots_and_reports_overhead() {
-        let p = validate(&request(4, IMAGE, 0xFFF), IMAGE, &carve(4 << 20)).unwrap();
-        assert_eq!(p.slot_size, 462_848); // 113 pages
-        assert_eq!(p.first_offset, 0);
-        assert_eq!(p.span, 4 * 462_848);
-        assert_eq!(p.overhead, 4 * (462_848 - 460_800));
+    fn allocator_buffer_is_sized_from_its_request() {
+        let p = allocator_plan(&request(4, IMAGE, 0xFFF), IMAGE).unwrap();
+        assert_eq!((p.frames, p.frame_size, p.slot_size), (4, IMAGE, SLOT));
+        assert_eq!(p.len, 4 * SLOT as usize);
+        assert_eq!(p.overhead(), 4 * u64::from(SLOT - IMAGE));
+        // Any count the pool tracks is served, not only the declared 4.
+        for frames in [1, 2, 7, 64] {
+            let p = allocator_plan(&request(frames, IMAGE, 3), IMAGE).unwrap();
+            assert_eq!(p.len, frames as usize * SLOT as usize, "{frames}");
+        }
+        // A larger frame than the image gets a larger slot.
+        let p = allocator_plan(&request(2, IMAGE + 5000, 0), IMAGE).unwrap();
+        assert_eq!(p.slot_size, (IMAGE + 5000).next_multiple_of(PAGE_SIZE));
     }
 
     #[test]
-    fn misaligned_region_start_is_padded() {
-        let mut c = carve(4 << 20);
-        c.region.virtual_base += 0x100;
-        c.region.logical_base += 0x100;
-        let p = validate(&request(2, IMAGE, 0xFFF), IMAGE, &c).unwrap();
-        assert_eq!(p.first_offset, 0xF00);
-        assert_eq!(p.overhead, 0xF00 + 2 * 2048);
-        c.region.logical_base += 0x10;
+    fn zero_frames_and_zero_frame_size_mean_no_requirement() {
+        let p = allocator_plan(&request(0, 0, 3), IMAGE).unwrap();
+        assert_eq!((p.frames, p.frame_size), (DEFAULT_PIN_FRAMES, IMAGE));
+    }
+
+    #[test]
+    fn option_flags_are_options_not_requirements() {
+        // COMPATIBLE shares its bit with INPLACE_MODIFIER; with
+        // FRAME_INTEGRITY it is a valid request, not a contradiction.
+        for flags in [
+            0,
+            OPTIONF_COMPATIBLE,
+            OPTIONF_SYSTEM_MEMORY,
+            OPTIONF_VALID,
+            OPTIONF_COMPATIBLE | REQUIREMENTF_FRAME_INTEGRITY,
+            REQUEST_FLAGS,
+        ] {
+            let r = AllocatorFraming {
+                flags,
+                ..request(4, IMAGE, 0xFFF)
+            };
+            assert!(allocator_plan(&r, IMAGE).is_ok(), "{flags:#x}");
+        }
+        let r = AllocatorFraming {
+            flags: OPTIONF_VALID | 0x10,
+            ..request(4, IMAGE, 0xFFF)
+        };
         assert_eq!(
-            validate(&request(2, IMAGE, 0xFFF), IMAGE, &c),
-            Err(FramingError::RegionMisaligned)
+            allocator_plan(&r, IMAGE),
+            Err(FramingError::UnknownFlags(0x10))
         );
     }
 
     #[test]
-    fn zero_frame_size_means_image_size() {
-        let p = validate(&request(1, 0, 3), IMAGE, &carve(1 << 20)).unwrap();
-        assert_eq!(p.frame_size, IMAGE);
-    }
-
-    #[test]
     fn each_bad_field_gets_its_error_and_status() {
-        let c = carve(4 << 20);
-        let cases: [(AllocatorFraming, FramingError, NtStatus); 10] = [
+        let cases: [(AllocatorFraming, FramingError, NtStatus); 9] = [
             (
-                request(0, IMAGE, 0xFFF),
-                FramingError::NoFrames,
-                STATUS_INVALID_PARAMETER,
-            ),
-            (
-                request(9, IMAGE, 0xFFF),
+                request(65, IMAGE, 0xFFF),
                 FramingError::TooManyFrames {
-                    requested: 9,
-                    max: 8,
+                    requested: 65,
+                    max: 64,
                 },
                 STATUS_INSUFFICIENT_RESOURCES,
             ),
@@ -607,10 +669,10 @@ mod tests {
                 STATUS_INVALID_PARAMETER,
             ),
             (
-                request(2, (1 << 21) + 1, 0xFFF),
-                FramingError::FrameLargerThanSlot {
-                    frame_size: (1 << 21) + 1,
-                    max: 1 << 21,
+                request(2, MAX_FRAME_SIZE + 1, 0xFFF),
+                FramingError::FrameTooLarge {
+                    frame_size: MAX_FRAME_SIZE + 1,
+                    max: MAX_FRAME_SIZE,
                 },
                 STATUS_INSUFFICIENT_RESOURCES,
             ),
@@ -626,18 +688,10 @@ mod tests {
             ),
             (
                 AllocatorFraming {
-                    flags: 0x10,
+                    flags: 0x20,
                     ..request(2, IMAGE, 0xFFF)
                 },
-                FramingError::UnknownFlags(0x10),
-                STATUS_NOT_SUPPORTED,
-            ),
-            (
-                AllocatorFraming {
-                    flags: 0x5,
-                    ..request(2, IMAGE, 0xFFF)
-                },
-                FramingError::ContradictoryFlags,
+                FramingError::UnknownFlags(0x20),
                 STATUS_INVALID_PARAMETER,
             ),
             (
@@ -656,66 +710,99 @@ mod tests {
                 FramingError::ReservedNotZero,
                 STATUS_INVALID_PARAMETER,
             ),
+            (
+                request(u32::MAX, IMAGE, 0xFFF),
+                FramingError::TooManyFrames {
+                    requested: u32::MAX,
+                    max: 64,
+                },
+                STATUS_INSUFFICIENT_RESOURCES,
+            ),
         ];
         for (req, err, status) in cases {
-            assert_eq!(validate(&req, IMAGE, &c), Err(err), "{req:?}");
+            assert_eq!(allocator_plan(&req, IMAGE), Err(err), "{req:?}");
             assert_eq!(err.ntstatus(), status);
         }
     }
 
     #[test]
-    fn more_frames_than_the_region_holds_do_not_fit() {
-        let r = validate(&request(8, IMAGE, 0xFFF), IMAGE, &carve(3 << 20));
-        assert_eq!(
-            r,
-            Err(FramingError::DoesNotFit {
-                needed: 8 * 462_848,
-                available: 3 << 20
-            })
-        );
-        assert_eq!(r.unwrap_err().ntstatus(), STATUS_INSUFFICIENT_RESOURCES);
+    fn page_aligned_plan_rounds_slots_and_reports_overhead() {
+        let region = Region {
+            virtual_base: 0x10_0000,
+            logical_base: 0x8000_0000,
+            len: 4 << 20,
+        };
+        let p = plan(4, IMAGE, PAGE_SIZE, &region).unwrap();
+        assert_eq!(p.slot_size, SLOT);
+        assert_eq!(p.first_offset, 0);
+        assert_eq!(p.span, 4 * u64::from(SLOT));
+        assert_eq!(p.overhead, 4 * u64::from(SLOT - IMAGE));
     }
 
     #[test]
-    fn cache_aligned_pool_types_raise_the_alignment() {
+    fn misaligned_region_start_is_padded() {
+        let mut region = Region {
+            virtual_base: 0x10_0100,
+            logical_base: 0x8000_0100,
+            len: 4 << 20,
+        };
+        let p = plan(2, IMAGE, PAGE_SIZE, &region).unwrap();
+        assert_eq!(p.first_offset, 0xF00);
+        assert_eq!(p.overhead, 0xF00 + 2 * 2048);
+        region.logical_base += 0x10;
+        assert_eq!(
+            plan(2, IMAGE, PAGE_SIZE, &region),
+            Err(FramingError::RegionMisaligned)
+        );
+        region.len = 100;
+        region.logical_base -= 0x10;
+        assert!(matches!(
+            plan(2, IMAGE, PAGE_SIZE, &region),
+            Err(FramingError::DoesNotFit { .. })
+        ));
+    }
+
+    #[test]
+    fn cache_aligned_pool_types_are_served() {
         let req = AllocatorFraming {
             pool_type: pool_type::NON_PAGED_NX_CACHE_ALIGNED,
             ..request(2, 1000, 3)
         };
-        assert_eq!(validate(&req, 1000, &carve(1 << 20)).unwrap().alignment, 64);
-        assert_eq!(
-            validate(&request(2, 1000, 3), 1000, &carve(1 << 20))
-                .unwrap()
-                .alignment,
-            4
-        );
+        assert_eq!(alignment_of(req.file_alignment, req.pool_type), Ok(64));
+        assert_eq!(allocator_plan(&req, 1000).unwrap().slot_size, PAGE_SIZE);
     }
 
     #[test]
     fn overflowing_sizes_are_errors_not_panics() {
-        let huge = CarveOut {
-            region: Region {
-                virtual_base: usize::MAX - 4095,
-                logical_base: u64::MAX - 4095,
-                len: usize::MAX,
-            },
-            max_frame_size: u32::MAX,
-            max_frames: 64,
+        let huge = Region {
+            virtual_base: usize::MAX - 4095,
+            logical_base: u64::MAX - 4095,
+            len: usize::MAX,
         };
         assert_eq!(
-            validate(&request(2, u32::MAX, 0xFFF), 1, &huge),
+            plan(2, u32::MAX, PAGE_SIZE, &huge),
             Err(FramingError::Overflow)
         );
         assert_eq!(
-            validate(&request(64, 1 << 30, 0xFFF), 1, &huge),
+            plan(64, 1 << 30, PAGE_SIZE, &huge),
             Err(FramingError::Overflow)
         );
+        assert!(allocator_plan(&request(64, u32::MAX, 0xFFF), 1).is_err());
     }
 
     #[test]
     fn legacy_request_from_pin_framing_validates() {
         let pin = PinFraming::for_format(&default_format(), 4).unwrap();
         let req = AllocatorFraming::from_pin(&pin);
-        assert_eq!(validate(&req, IMAGE, &carve(4 << 20)).unwrap().frames, 4);
+        assert_eq!(allocator_plan(&req, IMAGE).unwrap().frames, 4);
+    }
+
+    #[test]
+    fn staging_slots_hold_one_image_each() {
+        let l = FrameLayout::new(PixelFormat::Yuy2, 1920, 1080).unwrap();
+        let p = staging_plan(&l, 2).unwrap();
+        assert_eq!(p.frame_size, 4_147_200);
+        assert_eq!(p.len, 2 * 4_149_248);
+        assert_eq!(staging_plan(&l, 0), Err(FramingError::NoFrames));
     }
 }

@@ -11,7 +11,6 @@
 )]
 
 pub mod capture_engine;
-pub mod common_buffer;
 pub mod filter_identity;
 pub mod frame_pool;
 pub mod framing;
@@ -19,4 +18,5 @@ pub mod guid;
 pub mod image;
 pub mod pin_state;
 pub mod status;
+pub mod stream_memory;
 pub mod video_format;

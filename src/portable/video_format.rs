@@ -574,11 +574,15 @@ fn check_bitmap(pixel: PixelFormat, info: &VideoInfo) -> Result<(u32, u32), Form
     if info.width <= 0 || info.height == 0 {
         return Err(FormatError::BadDimensions);
     }
-    if info.height < 0 {
+    // A negative biHeight means a top-down DIB for RGB, which this pin does
+    // not produce (its RGB24 is bottom-up). YUV formats are top-down
+    // whatever the sign, and DirectShow's guidance is to accept them with a
+    // negative biHeight and ignore the sign.
+    if info.height < 0 && pixel == PixelFormat::Rgb24 {
         return Err(FormatError::UnsupportedOrientation);
     }
     #[allow(clippy::cast_sign_loss)]
-    Ok((info.width as u32, info.height as u32))
+    Ok((info.width as u32, info.height.unsigned_abs()))
 }
 
 /// Validates a format proposed for the pin (`SetDataFormat`) and returns the
@@ -689,8 +693,12 @@ impl ClientRange {
             return false;
         }
         let Some(v) = self.video else { return true };
-        let dims_ok = (v.width == 0 || i64::from(v.width) == i64::from(ours.width))
-            && (v.height == 0 || i64::from(v.height) == i64::from(ours.height));
+        // The sign of a YUV height carries no meaning (see `check_bitmap`);
+        // a negative RGB height asks for a top-down image we do not make.
+        let height_ok = v.height == 0
+            || i64::from(v.height) == i64::from(ours.height)
+            || (ours.pixel != PixelFormat::Rgb24 && i64::from(v.height) == -i64::from(ours.height));
+        let dims_ok = (v.width == 0 || i64::from(v.width) == i64::from(ours.width)) && height_ok;
         let bitmap_any = v.bit_count == 0 && v.compression == 0;
         let bitmap_ok = bitmap_any
             || (v.bit_count == ours.pixel.bit_count() && v.compression == ours.pixel.compression());
@@ -839,7 +847,7 @@ mod tests {
     fn validate_rejects_each_bad_field_with_its_status() {
         type Edit = fn(&mut ProposedFormat);
         let good = proposed(&default_format());
-        let cases: [(Edit, FormatError); 12] = [
+        let cases: [(Edit, FormatError); 11] = [
             (
                 |p| p.major = crate::portable::guid::GUID_NULL,
                 FormatError::WrongMajorType,
@@ -857,10 +865,6 @@ mod tests {
                 FormatError::CompressionMismatch,
             ),
             (|p| p.info.bit_count = 16, FormatError::BitCountMismatch),
-            (
-                |p| p.info.height = -480,
-                FormatError::UnsupportedOrientation,
-            ),
             (|p| p.info.width = 800, FormatError::UnsupportedSize),
             (
                 |p| p.info.size_image = 460_799,
@@ -1009,5 +1013,37 @@ mod tests {
         };
         assert_eq!(intersect_any(&top_down), Err(FormatError::NoMatch));
         assert_eq!(FormatError::NoMatch.ntstatus(), STATUS_NO_MATCH);
+        // The same negative height on a YUV range matches: its sign means
+        // nothing there.
+        let yuv = ClientRange {
+            sub: Some(PixelFormat::Yuy2.subtype()),
+            video: Some(ClientVideoRange {
+                bit_count: 16,
+                compression: FOURCC_YUY2,
+                ..top_down.video.unwrap()
+            }),
+            ..top_down
+        };
+        assert_eq!(intersect_any(&yuv).map(|f| f.height), Ok(1080));
+    }
+
+    #[test]
+    fn yuv_ignores_the_sign_of_its_height_and_rgb_does_not() {
+        for f in [PixelFormat::Nv12, PixelFormat::Yuy2] {
+            let format = *DATA_RANGES.iter().find(|r| r.pixel == f).unwrap();
+            let mut p = proposed(&format);
+            p.info.height = -p.info.height;
+            assert_eq!(validate_format(&p), Ok(format), "{f:?}");
+        }
+        let rgb = *DATA_RANGES
+            .iter()
+            .find(|r| r.pixel == PixelFormat::Rgb24)
+            .unwrap();
+        let mut p = proposed(&rgb);
+        p.info.height = -p.info.height;
+        assert_eq!(
+            validate_format(&p),
+            Err(FormatError::UnsupportedOrientation)
+        );
     }
 }
