@@ -71,6 +71,7 @@ fn engine(c: &mut Criterion) {
                     client: ClientBuffer {
                         address: 0,
                         extent: 1000,
+                        surface_pitch: 0,
                     },
                 })
                 .unwrap();

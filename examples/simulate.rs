@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use avscap::portable::capture_engine::{
-    route_frame, CaptureEngine, ClientBuffer, CopyPlan, DmaTarget, RouteError, Target, Tick,
+    route_frame, CaptureEngine, ClientBuffer, DmaTarget, RouteError, Target, Tick,
 };
 use avscap::portable::frame_pool::{FramePool, Region};
 use avscap::portable::framing::{self, AllocatorFraming, BufferPlan, PinFraming, PAGE_SIZE};
@@ -295,10 +295,12 @@ fn run(args: &Args) -> Result<(), String> {
                 ClientFrame::Own { address, len } => ClientBuffer {
                     address: *address,
                     extent: u32::try_from(*len).unwrap_or(u32::MAX),
+                    surface_pitch: 0,
                 },
-                ClientFrame::Foreign { bytes, .. } => ClientBuffer {
+                ClientFrame::Foreign { bytes, pitch } => ClientBuffer {
                     address: bytes.as_ptr() as usize,
                     extent: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                    surface_pitch: *pitch,
                 },
             };
             match route_frame(own.as_ref(), &staging, client, layout.image_size) {
@@ -345,11 +347,7 @@ fn run(args: &Args) -> Result<(), String> {
                     .at(target.virtual_address, image)
                     .ok_or("staging slot outside its buffer")?
                     .to_vec();
-                let client_pitch = match &clients[id] {
-                    ClientFrame::Foreign { pitch, .. } => *pitch,
-                    ClientFrame::Own { .. } => 0,
-                };
-                let plan = CopyPlan::new(&layout, client_pitch, c.target.client.extent);
+                let plan = c.target.copy_plan(&layout).ok_or("no copy plan")?;
                 let dest: &mut [u8] = match &mut clients[id] {
                     ClientFrame::Own { address, len } => allocator_buffer
                         .as_mut()

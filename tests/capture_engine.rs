@@ -16,6 +16,7 @@ const IMAGE: u32 = 460_800;
 const CLIENT: ClientBuffer = ClientBuffer {
     address: 0x7000_0000,
     extent: IMAGE,
+    surface_pitch: 0,
 };
 
 /// One interval as the driver runs it: the DPC's tick marks the oldest
@@ -170,6 +171,7 @@ fn stop_returns_every_target_and_the_pools_get_everything_back() {
         let buffer = ClientBuffer {
             address: data,
             extent: IMAGE,
+            surface_pitch: 0,
         };
         let dma = route_frame([&own], &staging, buffer, IMAGE).unwrap();
         engine
@@ -185,6 +187,7 @@ fn stop_returns_every_target_and_the_pools_get_everything_back() {
     let fifth = ClientBuffer {
         address: 0x9200_0000,
         extent: IMAGE,
+        surface_pitch: 0,
     };
     assert!(route_frame([&own], &staging, fifth, IMAGE).is_err());
     assert!(deliver(&mut engine, 333_333).is_some());

@@ -74,15 +74,19 @@ impl DmaTarget {
 }
 
 /// The client's frame as Process saw it: the system address the stream
-/// pointer gave (`OffsetOut.Data`) and the bytes it may hold
-/// (`OffsetOut.Remaining`). Completion writes through this address, never
-/// through one read again from the stream header later.
+/// pointer gave (`OffsetOut.Data`), the bytes it may hold
+/// (`OffsetOut.Remaining`) and the surface pitch its header asks for
+/// (`KS_FRAME_INFO.lSurfacePitch`, 0 when none). Completion writes through
+/// this address with this plan, never through values read again from the
+/// stream header later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientBuffer {
     /// System virtual address of the frame's first byte.
     pub address: usize,
     /// Bytes the frame holds.
     pub extent: u32,
+    /// Bytes from one row to the next the client asks for (0: packed).
+    pub surface_pitch: i32,
 }
 
 /// A queued target: where to write, the client frame it ends up in, and the
@@ -96,6 +100,31 @@ pub struct Target<C> {
     pub dma: DmaTarget,
     /// The client frame.
     pub client: ClientBuffer,
+}
+
+impl<C> Target<C> {
+    /// How the image reaches the client frame: `None` when the hardware
+    /// writes it in place, else the copy out of the staging slot.
+    #[must_use]
+    pub fn copy_plan(&self, layout: &FrameLayout) -> Option<CopyPlan> {
+        match self.dma {
+            DmaTarget::Direct(_) => None,
+            DmaTarget::Staging(_) => Some(CopyPlan::new(
+                layout,
+                self.client.surface_pitch,
+                self.client.extent,
+            )),
+        }
+    }
+
+    /// The frame's `DataUsed` once delivered: the image, or what the copy
+    /// writes at the client's pitch. Process advances the leading edge by
+    /// exactly this, so ks.sys and the pin agree on it.
+    #[must_use]
+    pub fn data_used(&self, layout: &FrameLayout) -> u32 {
+        self.copy_plan(layout)
+            .map_or(layout.image_size, |plan| plan.data_used)
+    }
 }
 
 /// Why a client frame could not be given a DMA target.
@@ -623,6 +652,7 @@ mod tests {
         ClientBuffer {
             address,
             extent: 100,
+            surface_pitch: 0,
         }
     }
 
@@ -828,6 +858,22 @@ mod tests {
         let rgb = FrameLayout::new(PixelFormat::Rgb24, 320, 240).unwrap();
         let p = CopyPlan::new(&rgb, -1024, 1024 * 240);
         assert_eq!((p.rows, p.row_bytes, p.dest_pitch), (240, 960, 1024));
+        // The target reports the DataUsed Process advances by.
+        let mut t = Target {
+            cookie: 0u32,
+            dma: DmaTarget::Staging(frame(0)),
+            client: ClientBuffer {
+                address: 0x5000,
+                extent: 1024 * 240,
+                surface_pitch: 1024,
+            },
+        };
+        assert_eq!(t.data_used(&rgb), 1024 * 240);
+        t.dma = DmaTarget::Direct(frame(0));
+        assert_eq!(
+            (t.copy_plan(&rgb), t.data_used(&rgb)),
+            (None, rgb.image_size)
+        );
     }
 
     #[test]
@@ -844,7 +890,11 @@ mod tests {
             staging_region,
             plan(1, 5000, PAGE_SIZE, &staging_region).unwrap(),
         );
-        let at = |address, extent| ClientBuffer { address, extent };
+        let at = |address, extent| ClientBuffer {
+            address,
+            extent,
+            surface_pitch: 0,
+        };
         let mine = own.allocate().unwrap();
         let t = route_frame([&own], &staging, at(mine.virtual_address, 5000), 5000).unwrap();
         assert_eq!(t, DmaTarget::Direct(mine));
