@@ -52,8 +52,14 @@ typedef CHAR TCHAR;
     /// unknown.h's kernel-mode `IUnknown`.
     /// They are generated here too (`tagRECT`/`tagSIZE` are the structs
     /// behind `RECT`/`SIZE`).
-    const WINDEF_TYPES: &str =
-        "BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
+    ///
+    /// `BOOL` and `UINT` (`KS_DATARANGE_VIDEO`, `KSAUDIOENGINE_DESCRIPTOR`, ...)
+    /// are minwindef.h types: the WDK's kernel headers, which wdk-sys is
+    /// generated from on Windows, do not define them, so they must come
+    /// from here. (mingw-w64's ntdef.h does define BOOL, which is why the
+    /// Linux cross-build checks the generated bindings against this list:
+    /// see `scripts/check_ks_bindings.py`.)
+    const WINDEF_TYPES: &str = "BOOL|UINT|BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
 
     /// Tells bindgen what the wdk-sys types (not generated here, so unknown
     /// to its derive analysis) implement: without this, no KS struct that

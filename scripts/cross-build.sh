@@ -199,11 +199,13 @@ python3 "$scripts/wdk_shape_headers.py" "$mingw_include" "$include/km"
 mkdir -p "$libdir"
 extra_exports() {
     case "$1" in
-        # ExAllocatePool2 is newer than mingw-w64's import library. Since
-        # Windows 8 the x64 kernel exports the former HAL timing routines
-        # itself, and the WDK's x64 ntoskrnl.lib resolves them there;
-        # mingw-w64 lists KeQueryPerformanceCounter only in libhal.a.
-        ntoskrnl) printf '%s\n' ExAllocatePool2 KeQueryPerformanceCounter ;;
+        # ExAllocatePool2 and MmAllocateContiguousNodeMemory are missing
+        # from mingw-w64's import library (ntoskrnl exports both: the
+        # latter since Windows Vista). Since Windows 8 the x64 kernel
+        # exports the former HAL timing routines itself, and the WDK's x64
+        # ntoskrnl.lib resolves them there; mingw-w64 lists
+        # KeQueryPerformanceCounter only in libhal.a.
+        ntoskrnl) printf '%s\n' ExAllocatePool2 KeQueryPerformanceCounter MmAllocateContiguousNodeMemory ;;
     esac
 }
 # Exports a mingw-w64 import library lists that the WDK's x64 library for

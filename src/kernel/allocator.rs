@@ -1,7 +1,16 @@
-//! The capture pin's KS allocator (`KSALLOCATOR_DISPATCH`): frames carved
-//! from the allocator part of the device's common buffer by the core's
-//! frame pool. Used only when the graph manager picks it (kernel-to-kernel
-//! connections); the capture path works without it.
+//! The capture pin's KS allocator (`KSALLOCATOR_DISPATCH`): each allocator
+//! instance gets a common buffer of its own, sized from the framing it is
+//! created with, and the core's frame pool hands out its slots. Used only
+//! when the graph manager picks it (kernel-to-kernel connections); the
+//! capture path works without it.
+//!
+//! Lifetime: `InitializeAllocator` takes the buffer and registers the pool
+//! with the device (Process writes frames of a live pool in place);
+//! `DeleteAllocator` unregisters it and frees the buffer when every frame is
+//! back. If frames are still out then (nobody can return them any more), the
+//! whole allocator is parked on the device and freed at PnP stop or remove,
+//! before the DMA adapter is put back; the next allocator simply gets a
+//! buffer of its own. Several allocators may live at once.
 //!
 //! IRQL: `InitializeAllocator` and `DeleteAllocator` run at PASSIVE_LEVEL
 //! (allocator create and close). `Allocate` and `Free` may run at
@@ -21,16 +30,27 @@ use super::bindings::{
     PKSPIN,
 };
 use super::capture_pin::PinContext;
-use super::device::{debug_print, DeviceContext, PoolLink};
+use super::device::{debug_print, DeviceContext};
+use super::dma_memory::CommonBuffer;
 use super::nonpaged::PoolBox;
 use crate::portable::frame_pool::FramePool;
-use crate::portable::framing::AllocatorFraming;
+use crate::portable::framing::{allocator_plan, AllocatorFraming};
 
-/// One allocator instance: its pool and the device whose carve-out it uses.
-struct AllocatorContext {
+/// One allocator instance: its pool, the buffer the pool carves, and the
+/// device it is registered with.
+pub(crate) struct AllocatorContext {
     pool: FramePool,
+    /// Declared after `pool`: dropped (freed) after it.
+    _buffer: CommonBuffer,
     device: *const DeviceContext,
+    /// The next parked allocator (the device's list of allocators deleted
+    /// with frames out).
+    pub(crate) parked_next: Option<PoolBox<AllocatorContext>>,
 }
+
+// SAFETY: the device pointer is to the device context, which outlives every
+// allocator (parked ones are freed by the device itself); the rest is owned.
+unsafe impl Send for AllocatorContext {}
 
 /// The allocator offered in `KSPIN_DISPATCH.Allocator`.
 pub(crate) static ALLOCATOR_DISPATCH: KSALLOCATOR_DISPATCH = KSALLOCATOR_DISPATCH {
@@ -41,7 +61,8 @@ pub(crate) static ALLOCATOR_DISPATCH: KSALLOCATOR_DISPATCH = KSALLOCATOR_DISPATC
 };
 
 /// `AVStrMiniInitializeAllocator`: validates the requested framing with the
-/// core and builds a pool over the device's allocator carve-out.
+/// core, allocates a common buffer of the size it asks for, and registers
+/// the pool over it with the device.
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn initialize_allocator(
@@ -59,12 +80,6 @@ unsafe extern "C" fn initialize_allocator(
     let Some(device) = pin_context.device() else {
         return STATUS_DEVICE_NOT_READY;
     };
-    let Some(carve) = device
-        .buffer
-        .and_then(|b| b.layout.allocator_carve_out(&b.region))
-    else {
-        return STATUS_DEVICE_NOT_READY;
-    };
     // SAFETY: ks.sys passes the framing from the create request it validated.
     let f = unsafe { &*framing };
     let request = AllocatorFraming {
@@ -76,32 +91,33 @@ unsafe extern "C" fn initialize_allocator(
         reserved: f.Reserved,
     };
     let image = pin_context.hardware.image_size();
-    let pool = match FramePool::for_request(&request, image, &carve) {
-        Ok(pool) => pool,
+    let plan = match allocator_plan(&request, image) {
+        Ok(plan) => plan,
         Err(e) => return e.ntstatus(),
     };
-    // One allocator instance at a time owns the carve-out.
-    if device
-        .carve_out_claimed
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    let Some(buffer) = device.dma.allocate(plan.len) else {
         return STATUS_INSUFFICIENT_RESOURCES;
-    }
+    };
+    let pool = match FramePool::over(buffer.region(), &plan) {
+        Ok(pool) => pool,
+        Err(e) => return e.ntstatus(), // `buffer` is freed here
+    };
     let allocator = AllocatorContext {
         pool,
+        _buffer: buffer,
         device: core::ptr::from_ref(device),
+        parked_next: None,
     };
     let Some(allocator) = PoolBox::try_new(allocator) else {
-        device.carve_out_claimed.store(false, Ordering::Release);
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    let raw = allocator.into_raw();
-    // SAFETY: `raw` is live until DeleteAllocator, which clears this
-    // pointer under the same lock before freeing it.
-    *device.own.lock() = PoolLink(unsafe { &raw const (*raw).pool });
-    // SAFETY: ks.sys passes a valid out pointer.
-    unsafe { *context = raw.cast() };
+    if !device.allocators.lock().insert(&raw const allocator.pool) {
+        return STATUS_INSUFFICIENT_RESOURCES; // `allocator` and its buffer go
+    }
+    // SAFETY: ks.sys passes a valid out pointer. The context stays live
+    // until DeleteAllocator, which unregisters the pool under the device's
+    // lock before freeing it.
+    unsafe { *context = allocator.into_raw().cast() };
     STATUS_SUCCESS
 }
 
@@ -136,9 +152,9 @@ unsafe extern "C" fn free_frame(context: PVOID, frame: PVOID) {
     }
 }
 
-/// `AVStrMiniDeleteAllocator`: detaches the pool from the device, checks
-/// that every frame came back, and frees the context (never the common
-/// buffer: that belongs to the device).
+/// `AVStrMiniDeleteAllocator`: unregisters the pool from the device, then
+/// frees the allocator and its buffer, or parks them on the device when
+/// frames are still out.
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn delete_allocator(context: PVOID) {
@@ -151,21 +167,14 @@ unsafe extern "C" fn delete_allocator(context: PVOID) {
     let Some(device) = (unsafe { allocator.device.as_ref() }) else {
         return;
     };
-    {
-        let mut own = device.own.lock();
-        if core::ptr::eq(own.0, &raw const allocator.pool) {
-            own.0 = core::ptr::null();
-        }
-    }
+    device.allocators.lock().remove(&raw const allocator.pool);
     if allocator.pool.in_use() == 0 {
-        device.carve_out_claimed.store(false, Ordering::Release);
+        drop(allocator); // the buffer is freed here, at PASSIVE_LEVEL
     } else {
-        // Frames still out may be written by whoever holds them: the
-        // carve-out stays claimed (no later allocator reuses it) until the
-        // device goes away.
         device.allocator_leaks.fetch_add(1, Ordering::Relaxed);
         debug_print(
-            c"avscap: allocator deleted with frames still out; its carve-out stays reserved\n",
+            c"avscap: allocator deleted with frames still out; its buffer is kept until the device stops\n",
         );
+        device.park(allocator);
     }
 }

@@ -5,44 +5,45 @@
 //! IRQL: every pin dispatch routine and the intersect and property handlers
 //! run at PASSIVE_LEVEL (the pin does not set
 //! `KSPIN_FLAG_DISPATCH_LEVEL_PROCESSING`, so Process is PASSIVE too).
-//! What the timer DPC shares with them is behind the hardware's spin lock.
+//! What the timer DPC and the delivery work item share with them is behind
+//! the hardware's spin lock; which pin streams is decided under the
+//! device's mutex.
 
 use core::ptr::{null, null_mut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use wdk_sys::{
     GUID, NTSTATUS, PIRP, PULONG, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
-    STATUS_NO_MATCH, STATUS_PENDING, STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
+    STATUS_DEVICE_REMOVED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE,
+    STATUS_INVALID_PARAMETER, STATUS_NO_MATCH, STATUS_PENDING, STATUS_SHARING_VIOLATION,
+    STATUS_SUCCESS,
 };
 
 use super::allocator::ALLOCATOR_DISPATCH;
 use super::bindings::{
-    self, _KsEdit, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvance,
-    KsStreamPointerAdvanceOffsets, KsStreamPointerClone, KsStreamPointerSetStatusCode,
-    KsStreamPointerUnlock, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSAUTOMATION_TABLE,
-    KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM, KSOBJECT_BAG, KSPIN_COMMUNICATION, KSPIN_DATAFLOW,
-    KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY,
-    KSPROPERTY_DROPPEDFRAMES_CURRENT_S, KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER,
-    KSSTREAM_POINTER_STATE, KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT,
-    PKSDATARANGE, PKSIDENTIFIER, PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN, PKSSTREAM_POINTER,
+    self, _KsEdit, KsGetDevice, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvance,
+    KsStreamPointerAdvanceOffsets, KsStreamPointerSetStatusCode, KsStreamPointerUnlock,
+    KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSAUTOMATION_TABLE, KSDATARANGE, KSEVENT_ITEM,
+    KSMETHOD_ITEM, KSOBJECT_BAG, KSPIN_COMMUNICATION, KSPIN_DATAFLOW, KSPIN_DESCRIPTOR_EX,
+    KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY, KSPROPERTY_DROPPEDFRAMES_CURRENT_S,
+    KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER, KSSTREAM_POINTER_STATE,
+    KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT, PKSDATARANGE, PKSIDENTIFIER,
+    PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN,
 };
-use super::device::DeviceContext;
+use super::device::{DeviceContext, StreamingPin};
 use super::driver_entry::KsTable;
-use super::hardware::{Engine, Hardware};
+use super::hardware::{surface_pitch, Hardware, Step, WorkItem};
 use super::ks_format::{
     format_for, our_range, read_client_range, read_format, to_guid, ulong_size_of,
     KS_DATA_RANGE_POINTERS,
 };
 use super::nonpaged::{PoolBox, POOL_TAG};
-use crate::portable::capture_engine::{route_frame, DmaTarget, RouteError, Target};
-use crate::portable::frame_pool::FramePool;
-use crate::portable::framing::{self, FramingError, PinFraming, DEFAULT_PIN_FRAMES};
+use crate::portable::capture_engine::ClientBuffer;
+use crate::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
 use crate::portable::guid::{PIN_CATEGORY_CAPTURE, PROPSETID_VIDCAP_DROPPEDFRAMES};
 use crate::portable::pin_state::{format_change_allowed, transition, HardwareAction, KsState};
 use crate::portable::video_format::{
-    intersect, validate_format, FormatError, FrameLayout, OutputBuffer, VideoFormat,
-    DATA_RANGE_COUNT,
+    intersect, validate_format, FormatError, OutputBuffer, VideoFormat, DATA_RANGE_COUNT,
 };
 
 /// Per-pin state, in `KSPIN.Context` from Create to Close.
@@ -51,10 +52,7 @@ use crate::portable::video_format::{
 /// the property handler may use it at the same time as the state callbacks.
 /// What changes lives behind the hardware's spin lock or in atomics.
 pub(crate) struct PinContext {
-    device: *const DeviceContext,
     pub(crate) hardware: Hardware,
-    /// This pin holds the device's hardware claim (ACQUIRE and above).
-    claimed: AtomicBool,
 }
 
 impl PinContext {
@@ -74,8 +72,7 @@ impl PinContext {
     ///
     /// IRQL: any.
     pub(crate) fn device(&self) -> Option<&DeviceContext> {
-        // SAFETY: the device outlives its pins.
-        unsafe { self.device.as_ref() }
+        self.hardware.device()
     }
 }
 
@@ -219,23 +216,6 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
     validate_format(&proposed).map_err(FormatError::ntstatus)
 }
 
-/// The staging slots of the device's common buffer, laid out for frames of
-/// `layout`.
-///
-/// IRQL: PASSIVE_LEVEL (pin Create and `SetDataFormat`).
-fn staging_pool(device: &DeviceContext, layout: &FrameLayout) -> Result<FramePool, NTSTATUS> {
-    // A common buffer whose slots are smaller than this format's image (the
-    // device got only a fallback layout) cannot stream it.
-    let buffer = device.buffer.ok_or(STATUS_DEVICE_NOT_READY)?;
-    let region = buffer
-        .layout
-        .staging_region(&buffer.region)
-        .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
-    let plan = framing::staging_plan(layout, buffer.layout.staging_slots, &region)
-        .map_err(FramingError::ntstatus)?;
-    Ok(FramePool::with_plan(region, plan))
-}
-
 /// Replaces the pin's descriptor and framing with per-pin copies
 /// (`_KsEdit`; the statics are never written) and writes the connection's
 /// framing into the copy. Editing an already edited item is a no-op.
@@ -277,7 +257,8 @@ unsafe fn ks_edit<T>(bag: KSOBJECT_BAG, item: *mut *const T) -> NTSTATUS {
     unsafe { _KsEdit(bag, item.cast::<PVOID>(), size, size, POOL_TAG) }
 }
 
-/// `AVStrMiniPinCreate`.
+/// `AVStrMiniPinCreate`: the pin context (no frame memory: staging slots
+/// come at STOP → ACQUIRE) and the per-pin framing.
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
@@ -290,20 +271,26 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     let Some(device) = (unsafe { DeviceContext::of_object(pin.cast()) }) else {
         return STATUS_DEVICE_NOT_READY;
     };
-    let Ok(layout) = format.layout() else {
+    let (Ok(layout), Ok(pin_framing)) = (
+        format.layout(),
+        PinFraming::for_format(&format, DEFAULT_PIN_FRAMES),
+    ) else {
         return STATUS_INVALID_PARAMETER;
     };
-    let staging = match staging_pool(device, &layout) {
-        Ok(pool) => pool,
-        Err(status) => return status,
+    // SAFETY: live pin; KsGetDevice returns its live device, whose FDO the
+    // work item references while queued.
+    let work_item = unsafe {
+        let ks_device = KsGetDevice(pin.cast());
+        if ks_device.is_null() {
+            return STATUS_DEVICE_NOT_READY;
+        }
+        WorkItem::new((*ks_device).FunctionalDeviceObject)
     };
-    let Ok(pin_framing) = PinFraming::for_format(&format, DEFAULT_PIN_FRAMES) else {
-        return STATUS_INVALID_PARAMETER;
+    let Some(work_item) = work_item else {
+        return STATUS_INSUFFICIENT_RESOURCES;
     };
     let context = PinContext {
-        device: core::ptr::from_ref(device),
-        hardware: Hardware::new(pin, format, layout, staging),
-        claimed: AtomicBool::new(false),
+        hardware: Hardware::new(pin, device, work_item, format, layout),
     };
     let Some(context) = PoolBox::try_new(context) else {
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -311,7 +298,7 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     // SAFETY: live pin, PASSIVE, control mutex held during Create.
     let status = unsafe { edit_framing(pin, &pin_framing) };
     if status < 0 {
-        return status; // `context` drops here
+        return status; // `context` (and its work item) drops here
     }
     let raw = context.into_raw();
     // SAFETY: `raw` is the context's final address (owned by the pin until
@@ -326,8 +313,9 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-/// `AVStrMiniPinClose`: stops the hardware if a stop was skipped, gives the
-/// claim back and frees the context.
+/// `AVStrMiniPinClose`: stops the hardware if a stop was skipped (every
+/// frame it held completes), gives the stream's memory and the device's
+/// hardware claim back, and frees the context.
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
@@ -336,26 +324,22 @@ unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     let Some(context) = (unsafe { PoolBox::from_raw((*pin).Context.cast::<PinContext>()) }) else {
         return STATUS_SUCCESS;
     };
-    context.hardware.stop_and_flush();
-    context.hardware.release();
-    release_claim(&context);
+    if let Some(device) = context.device() {
+        let mut streaming = device.streaming.lock();
+        context.hardware.halt();
+        context.hardware.release();
+        if core::ptr::eq(streaming.0, &raw const context.hardware) {
+            *streaming = StreamingPin(core::ptr::null());
+        }
+    }
     // SAFETY: live pin; the context is gone with `context`.
     unsafe { (*pin).Context = null_mut() };
     STATUS_SUCCESS
 }
 
-/// IRQL: any (an atomic store).
-fn release_claim(context: &PinContext) {
-    if context.claimed.swap(false, Ordering::AcqRel) {
-        if let Some(device) = context.device() {
-            device.hardware_claimed.store(false, Ordering::Release);
-        }
-    }
-}
-
 /// `AVStrMiniPinSetDataFormat`: the core validates the format; before Create
 /// (`old_format` NULL) that is all; on a connected pin the change is allowed
-/// only in STOP and re-derives the staging slots and the framing.
+/// only in STOP and re-derives the framing.
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn pin_set_data_format(
@@ -371,11 +355,6 @@ unsafe extern "C" fn pin_set_data_format(
         Ok(f) => f,
         Err(status) => return status,
     };
-    // SAFETY: live pin of this driver.
-    let device = unsafe { DeviceContext::of_object(pin.cast()) };
-    if !device.is_some_and(|d| d.streams(&format)) {
-        return STATUS_NO_MATCH; // the common buffer's slots are too small
-    }
     if old_format.is_null() {
         return STATUS_SUCCESS; // Context still belongs to the filter here
     }
@@ -395,14 +374,6 @@ unsafe extern "C" fn pin_set_data_format(
     ) else {
         return STATUS_INVALID_PARAMETER;
     };
-    let staging = match context
-        .device()
-        .ok_or(STATUS_DEVICE_NOT_READY)
-        .and_then(|d| staging_pool(d, &layout))
-    {
-        Ok(pool) => pool,
-        Err(status) => return status,
-    };
     // Everything that can refuse comes before the pin changes: the
     // hardware's precondition, then the framing edit.
     if !context.hardware.can_reformat() {
@@ -413,7 +384,7 @@ unsafe extern "C" fn pin_set_data_format(
     if status < 0 {
         return status;
     }
-    if context.hardware.reformat(format, layout, staging) {
+    if context.hardware.reformat(format, layout) {
         STATUS_SUCCESS
     } else {
         STATUS_INVALID_DEVICE_STATE
@@ -421,7 +392,9 @@ unsafe extern "C" fn pin_set_data_format(
 }
 
 /// `AVStrMiniPinSetDeviceState`: runs the core's transition actions on the
-/// hardware. Never returns `STATUS_PENDING`.
+/// hardware, under the device mutex (one streaming pin per device, and
+/// PnP's stop or surprise removal never overlaps a transition). Never
+/// returns `STATUS_PENDING`.
 ///
 /// IRQL: PASSIVE_LEVEL, filter control mutex held.
 unsafe extern "C" fn pin_set_device_state(
@@ -436,58 +409,52 @@ unsafe extern "C" fn pin_set_device_state(
     let Some(context) = (unsafe { PinContext::of(pin) }) else {
         return STATUS_INVALID_DEVICE_STATE;
     };
+    let Some(device) = context.device() else {
+        return STATUS_DEVICE_NOT_READY;
+    };
+    let hardware = &context.hardware;
+    let ours: *const Hardware = hardware;
+    let mut streaming = device.streaming.lock();
     for action in transition(from, to).iter() {
         match action {
             HardwareAction::Acquire => {
-                let Some(device) = context.device() else {
-                    return STATUS_DEVICE_NOT_READY;
-                };
-                if device
-                    .hardware_claimed
-                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
+                if device.removed.load(Ordering::Acquire) {
+                    return STATUS_DEVICE_REMOVED;
+                }
+                if !streaming.0.is_null() && !core::ptr::eq(streaming.0, ours) {
                     return STATUS_SHARING_VIOLATION; // another pin streams
                 }
-                context.claimed.store(true, Ordering::Release);
-                let format = context.hardware.format();
-                let image = context.hardware.image_size();
-                let Ok(engine) = Engine::new(format.frame_interval, image) else {
-                    release_claim(context);
-                    return STATUS_INVALID_PARAMETER;
-                };
-                context.hardware.acquire(engine);
+                if let Err(status) = hardware.acquire() {
+                    return status;
+                }
+                *streaming = StreamingPin(ours);
             }
-            HardwareAction::Run => context.hardware.run(),
-            HardwareAction::Pause => context.hardware.pause(),
-            HardwareAction::StopAndFlush => context.hardware.stop_and_flush(),
+            HardwareAction::Run => {
+                if device.removed.load(Ordering::Acquire) {
+                    return STATUS_DEVICE_REMOVED;
+                }
+                hardware.run();
+            }
+            HardwareAction::Pause => hardware.pause(),
+            HardwareAction::StopAndFlush => hardware.halt(),
             HardwareAction::Release => {
-                context.hardware.release();
-                release_claim(context);
+                hardware.release();
+                if core::ptr::eq(streaming.0, ours) {
+                    *streaming = StreamingPin(core::ptr::null());
+                }
             }
         }
     }
     STATUS_SUCCESS
 }
 
-// --- Process ----------------------------------------------------------------
-
-/// What Process does with the frame under the leading edge.
-enum Step {
-    /// Routed and cloned: the leading edge moves on, then the clone goes to
-    /// the hardware.
-    Cloned(Target<PKSSTREAM_POINTER>, u32),
-    /// The frame cannot hold the image: complete it empty and move on.
-    Skip,
-    /// No room in the hardware, no staging slot or no clone: stop here; the
-    /// DPC restarts processing after its next completion.
-    Pend,
-}
+// --- Process ---------------------------------------------------------------
 
 /// `AVStrMiniPinProcess`: hands every queued frame to the hardware, in
-/// place when it is one of the allocator's frames, else through a staging
-/// slot; returns `STATUS_PENDING` when the hardware is full (the DPC calls
-/// `KsPinAttemptProcessing` after the next completion).
+/// place when it is one of a live allocator's frames, else through a
+/// staging slot; returns `STATUS_PENDING` when the hardware is full (the
+/// delivery work item calls `KsPinAttemptProcessing` after the next
+/// completion).
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
@@ -501,15 +468,19 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
         KsPinGetLeadingEdgeStreamPointer(pin, KSSTREAM_POINTER_STATE::KSSTREAM_POINTER_STATE_LOCKED)
     };
     if leading.is_null() {
-        hardware.shared.lock().pend_io = true;
+        hardware.pend();
         return STATUS_PENDING;
     }
     let mut status;
     loop {
         // SAFETY: `leading` is locked: its header and offsets are valid.
-        let (data, remaining) = unsafe {
+        let (data, remaining, header) = unsafe {
             let offset = &(*leading).OffsetOut;
-            (offset.__bindgen_anon_1.Data, offset.Remaining)
+            (
+                offset.__bindgen_anon_1.Data,
+                offset.Remaining,
+                (*leading).StreamHeader,
+            )
         };
         if data.is_null() || remaining == 0 {
             // A zero-length frame: step over it (as avshws does); advancing
@@ -517,16 +488,14 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
             // SAFETY: locked leading edge.
             status = unsafe { KsStreamPointerAdvance(leading) };
         } else {
-            // SAFETY: see `prepare_frame`.
-            match unsafe {
-                prepare_frame(
-                    hardware,
-                    context.device(),
-                    leading,
-                    data as usize,
-                    remaining,
-                )
-            } {
+            let client = ClientBuffer {
+                address: data as usize,
+                extent: remaining,
+                // SAFETY: the locked frame's header, sized by its `Size`.
+                surface_pitch: unsafe { surface_pitch(header) },
+            };
+            // SAFETY: `leading` is the locked leading edge, `client` its frame.
+            match unsafe { hardware.route(leading, client) } {
                 Step::Pend => {
                     status = STATUS_PENDING;
                     break;
@@ -538,20 +507,22 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
                     // SAFETY: locked leading edge; its header is writable;
                     // advancing by the whole (non-zero) remainder moves on.
                     status = unsafe {
-                        (*(*leading).StreamHeader).DataUsed = 0;
+                        (*header).DataUsed = 0;
                         // Best effort: the frame completes empty either way.
                         let _ = KsStreamPointerSetStatusCode(leading, STATUS_BUFFER_TOO_SMALL);
                         KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0)
                     };
                 }
-                Step::Cloned(target, image) => {
+                Step::Cloned(target, advance) => {
                     // The leading edge leaves the frame first (by exactly the
-                    // bytes the hardware will write, ejecting the rest, so a
-                    // DataUsed computed by ks.sys agrees with ours); only then
-                    // may the DPC complete the clone.
-                    // SAFETY: locked leading edge; `image` <= `remaining`
-                    // (route_frame checked); the clone keeps the frame alive.
-                    status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, image, 1) };
+                    // bytes delivery will report as DataUsed, ejecting the
+                    // frame), so a DataUsed computed by ks.sys agrees with
+                    // ours; only then may the hardware complete the clone.
+                    // SAFETY: locked leading edge; `advance` <= `remaining`
+                    // (route_frame checked the image fits, CopyPlan keeps a
+                    // pitched copy inside the extent); the clone keeps the
+                    // frame alive.
+                    status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, advance, 1) };
                     hardware.submit_or_abandon(target);
                 }
             }
@@ -566,73 +537,9 @@ unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
     } else if status == STATUS_DEVICE_NOT_READY {
         status = STATUS_SUCCESS; // ran off the end of the queue
     } else {
-        hardware.shared.lock().pend_io = true;
+        hardware.pend();
     }
     status
-}
-
-/// Routes the frame under the locked leading edge (zero-copy when it is one
-/// of the device's allocator frames, else a staging slot) and clones it,
-/// under the hardware lock. On `Pend` it marks Process as pended under the
-/// same lock, so a completion in between cannot miss the restart.
-///
-/// IRQL: PASSIVE_LEVEL on entry; DISPATCH_LEVEL inside (spin locks held
-/// while `KsStreamPointerClone` and, on failure, `KsStreamPointerDelete`
-/// run, both allowed at DISPATCH_LEVEL).
-///
-/// # Safety
-/// `leading` is the pin's locked leading edge, `data` its frame's system
-/// address with `remaining` bytes.
-unsafe fn prepare_frame(
-    hardware: &Hardware,
-    device: Option<&DeviceContext>,
-    leading: PKSSTREAM_POINTER,
-    data: usize,
-    remaining: u32,
-) -> Step {
-    let mut guard = hardware.shared.lock();
-    let shared = &mut *guard;
-    let image = shared.layout.image_size;
-    let ready = shared
-        .engine
-        .as_ref()
-        .is_some_and(|e| e.is_running() && e.has_room());
-    if !ready {
-        shared.pend_io = true;
-        return Step::Pend;
-    }
-    // Lock order: the hardware lock, then the device's allocator lock (no
-    // path takes them the other way round).
-    let routed = {
-        let own_guard = device.map(|d| d.own.lock());
-        // SAFETY: the pool is live while its pointer is set: DeleteAllocator
-        // clears it under this lock before freeing it.
-        let own = own_guard
-            .as_deref()
-            .and_then(|link| unsafe { link.0.as_ref() });
-        route_frame(own, &shared.staging, data, remaining, image)
-    };
-    let dma = match routed {
-        Ok(dma) => dma,
-        Err(RouteError::FrameTooSmall { .. }) => return Step::Skip,
-        Err(RouteError::NoStagingSlot) => {
-            shared.pend_io = true;
-            return Step::Pend;
-        }
-    };
-    let mut clone: PKSSTREAM_POINTER = null_mut();
-    // SAFETY: locked leading edge; cloning is allowed at DISPATCH_LEVEL (we
-    // hold a spin lock); no cancel callback: the clone stays locked, so its
-    // frame cannot be cancelled under the hardware.
-    let status = unsafe { KsStreamPointerClone(leading, None, 0, &raw mut clone) };
-    if status < 0 || clone.is_null() {
-        if let DmaTarget::Staging(slot) = dma {
-            let _ = shared.staging.free(slot.virtual_address);
-        }
-        shared.pend_io = true;
-        return Step::Pend;
-    }
-    Step::Cloned(Target { cookie: clone, dma }, image)
 }
 
 // --- Intersection and properties ---------------------------------------------
@@ -642,7 +549,7 @@ unsafe fn prepare_frame(
 ///
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn intersect_handler(
-    filter: PVOID,
+    _filter: PVOID,
     _irp: PIRP,
     _pin: PKSP_PIN,
     caller_range: PKSDATARANGE,
@@ -654,13 +561,6 @@ unsafe extern "C" fn intersect_handler(
     let Some(ours) = our_range(our_range_ptr) else {
         return STATUS_NO_MATCH;
     };
-    // A format the device's common buffer cannot hold is not offered.
-    // SAFETY: the handler's context is the filter, a live object of this
-    // driver.
-    let device = unsafe { DeviceContext::of_object(filter) };
-    if !device.is_some_and(|d| d.streams(&ours)) {
-        return STATUS_NO_MATCH;
-    }
     // SAFETY: ks.sys checked the caller's range against the request buffer.
     let client = unsafe { read_client_range(caller_range) };
     let format = match intersect(&client, &ours) {

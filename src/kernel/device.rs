@@ -1,126 +1,109 @@
-//! The AVStream device: PnP dispatch (Add, Start, Stop, Remove), the filter
-//! factory, and the one common buffer the allocator and the staging slots
-//! are carved from.
+//! The AVStream device: PnP dispatch (Add, Start, Stop, Remove,
+//! `SurpriseRemoval`), the filter factory, the DMA adapter, and the registry
+//! of live allocators that Process looks client frames up in.
+//!
+//! The device holds no frame memory: Start only acquires the DMA adapter
+//! ([`DmaMemory`]); each allocator instance and each stream takes common
+//! buffers of its own when it needs them and gives them back when it ends.
+//! Allocators deleted while their frames are still out are parked here and
+//! freed at PnP stop or remove, before the adapter goes back.
 //!
 //! All device callbacks run at PASSIVE_LEVEL (AVStream calls them from PnP
 //! IRP dispatch or its own worker). The device context they manage is in
-//! nonpaged pool because pins and DPCs read it.
+//! nonpaged pool because pins, allocators and DPCs read it.
 
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use wdk_sys::ntddk::{
-    DbgPrint, IoGetDmaAdapter, MmAllocateContiguousMemorySpecifyCache,
-    MmFreeContiguousMemorySpecifyCache, MmGetPhysicalAddress,
-};
+use wdk_sys::ntddk::DbgPrint;
 use wdk_sys::{
-    _INTERFACE_TYPE, _MEMORY_CACHING_TYPE, DEVICE_DESCRIPTION, NTSTATUS, PCM_RESOURCE_LIST,
-    PDMA_ADAPTER, PHYSICAL_ADDRESS, PIRP, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    NTSTATUS, PCM_RESOURCE_LIST, PIRP, PVOID, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
 };
 
+use super::allocator::AllocatorContext;
 use super::bindings::{
     KsAcquireDevice, KsAddItemToObjectBag, KsCreateFilterFactory, KsReleaseDevice,
     KSCREATE_ITEM_FREEONSTOP, KSDEVICE_DISPATCH, PKSDEVICE,
 };
+use super::dma_memory::DmaMemory;
 use super::filter::FILTER_DESCRIPTOR;
-use super::nonpaged::{PoolBox, SpinLock};
-use crate::portable::common_buffer::CommonBufferLayout;
+use super::hardware::Hardware;
+use super::nonpaged::{KernelMutex, PoolBox, SpinLock};
 use crate::portable::filter_identity::{
     filter_reference_string_utf16, FILTER_REFERENCE_STRING_UTF16_LEN,
 };
-use crate::portable::frame_pool::{FramePool, Region};
-use crate::portable::video_format::VideoFormat;
+use crate::portable::frame_pool::FramePool;
 
-/// `DEVICE_DESCRIPTION_VERSION` (the original layout, which both header
-/// sets define identically).
-const DEVICE_DESCRIPTION_VERSION: u32 = 0;
-/// Highest physical address a 32-bit bus master reaches.
-const HIGHEST_32BIT_ADDRESS: i64 = 0xFFFF_FFFF;
+/// Most allocator instances alive on one device at once (one per
+/// connection; a graph replacing its allocator briefly has two).
+pub(crate) const MAX_LIVE_ALLOCATORS: usize = 8;
 
-/// Where the common buffer came from; it goes back the same way.
-#[derive(Clone, Copy)]
-enum BufferSource {
-    /// `DMA_OPERATIONS.AllocateCommonBuffer` of this adapter.
-    Adapter(PDMA_ADAPTER),
-    /// `MmAllocateContiguousMemorySpecifyCache`, when no adapter was granted.
-    Contiguous,
-}
+/// The pools of the device's live allocators (null: a free entry).
+pub(crate) struct LivePools([*const FramePool; MAX_LIVE_ALLOCATORS]);
 
-/// The device's common buffer.
-#[derive(Clone, Copy)]
-pub(crate) struct CommonBuffer {
-    /// Addresses and length.
-    pub(crate) region: Region,
-    /// How it is divided (the largest of the core's fallback layouts that
-    /// could be allocated).
-    pub(crate) layout: CommonBufferLayout,
-    source: BufferSource,
-}
+// SAFETY: the pointers are only dereferenced under the device's
+// `allocators` spin lock, and each pool is nonpaged and freed only after
+// its entry is cleared under that lock (allocator.rs).
+unsafe impl Send for LivePools {}
 
-/// The allocator pool a device's Process looks frames up in (null: none).
-pub(crate) struct PoolLink(pub(crate) *const FramePool);
-
-// SAFETY: the pointer is only dereferenced under the device's `own` spin
-// lock, and the pool it points at is nonpaged and freed only after the link
-// is cleared under that lock (allocator.rs); moving the link between CPUs
-// moves nothing else.
-unsafe impl Send for PoolLink {}
-
-impl CommonBuffer {
-    /// The buffer of `layout.total` bytes at `va`, device address `logical`.
-    fn new(
-        layout: CommonBufferLayout,
-        va: PVOID,
-        logical: PHYSICAL_ADDRESS,
-        source: BufferSource,
-    ) -> Self {
-        // SAFETY: LARGE_INTEGER's QuadPart covers all 8 bytes.
-        let logical_base = unsafe { logical.QuadPart }.cast_unsigned();
-        let region = Region {
-            virtual_base: va as usize,
-            logical_base,
-            len: layout.total,
-        };
-        CommonBuffer {
-            region,
-            layout,
-            source,
+impl LivePools {
+    /// Records a pool; false when every entry is taken.
+    pub(crate) fn insert(&mut self, pool: *const FramePool) -> bool {
+        match self.0.iter_mut().find(|p| p.is_null()) {
+            Some(entry) => {
+                *entry = pool;
+                true
+            }
+            None => false,
         }
     }
+
+    /// Forgets a pool.
+    pub(crate) fn remove(&mut self, pool: *const FramePool) {
+        for entry in &mut self.0 {
+            if core::ptr::eq(*entry, pool) {
+                *entry = core::ptr::null();
+            }
+        }
+    }
+
+    /// The live pools. Only valid while the lock that guards `self` is held.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &FramePool> {
+        // SAFETY: see `Send`: a pointer in the table is a live pool while
+        // the table's lock is held, which the borrow of `self` proves.
+        self.0.iter().filter_map(|p| unsafe { p.as_ref() })
+    }
 }
+
+/// The pin that holds the simulated hardware (one streaming pin per
+/// device), from STOP → ACQUIRE to ACQUIRE → STOP or Close.
+pub(crate) struct StreamingPin(pub(crate) *const Hardware);
+
+// SAFETY: the pointer is only dereferenced under the device mutex, and a
+// pin clears it under that mutex before its hardware is freed.
+unsafe impl Send for StreamingPin {}
 
 /// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
 /// the device).
 pub(crate) struct DeviceContext {
-    /// The common buffer: set by the first Start, before the filter factory
-    /// exists, and released by Remove, after the last handle is closed, so
-    /// pins and allocators only ever read it. A PnP stop keeps it for the
-    /// next start: filters created before the stop may still be open.
-    pub(crate) buffer: Option<CommonBuffer>,
-    /// The allocator instance's pool while one exists. Process looks client
-    /// frames up in it; `DeleteAllocator` clears it under this lock before
-    /// freeing the pool.
-    pub(crate) own: SpinLock<PoolLink>,
-    /// Set while a pin owns the simulated hardware (STOP → ACQUIRE claims it).
-    pub(crate) hardware_claimed: AtomicBool,
-    /// Set while an allocator instance owns the allocator carve-out.
-    pub(crate) carve_out_claimed: AtomicBool,
+    /// The DMA adapter and the common buffers made from it.
+    pub(crate) dma: DmaMemory,
+    /// The live allocators' pools (zero-copy look-ups in Process).
+    pub(crate) allocators: SpinLock<LivePools>,
+    /// Allocators deleted with frames still out: their buffers wait here
+    /// for PnP stop or remove.
+    parked: SpinLock<Option<PoolBox<AllocatorContext>>>,
+    /// The streaming pin's hardware, under the device mutex (taken at
+    /// PASSIVE_LEVEL by state changes, pin Close and PnP, in that order
+    /// before any pin's processing mutex).
+    pub(crate) streaming: KernelMutex<StreamingPin>,
+    /// Set by `SurpriseRemoval`: no stream may start any more.
+    pub(crate) removed: AtomicBool,
     /// Allocators deleted with frames still out (each one a debug print).
     pub(crate) allocator_leaks: AtomicU32,
 }
 
 impl DeviceContext {
-    /// Whether the device can stream `format`: its common buffer exists and
-    /// its slots hold the format's image (a fallback layout may not).
-    ///
-    /// IRQL: any.
-    pub(crate) fn streams(&self, format: &VideoFormat) -> bool {
-        match (self.buffer, format.layout()) {
-            (Some(buffer), Ok(layout)) => buffer.layout.holds(layout.image_size),
-            _ => false,
-        }
-    }
-
     /// The context of the device that owns a KS object (filter, pin).
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (`KsGetDevice`).
@@ -139,6 +122,41 @@ impl DeviceContext {
         // `device_add` to a DeviceContext that lives as long as the device.
         unsafe { (*device).Context.cast::<DeviceContext>().as_ref() }
     }
+
+    /// Keeps an allocator whose frames are still out until PnP stop or
+    /// remove (nobody can return them any more; freeing the buffer under
+    /// them could corrupt whoever still writes there).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (a list push under a spin lock).
+    pub(crate) fn park(&self, mut allocator: PoolBox<AllocatorContext>) {
+        let mut parked = self.parked.lock();
+        allocator.parked_next = parked.take();
+        *parked = Some(allocator);
+    }
+
+    /// Frees every parked allocator and its buffer.
+    ///
+    /// IRQL: PASSIVE_LEVEL (common buffers are freed).
+    fn free_parked(&self) {
+        let mut list = self.parked.lock().take();
+        while let Some(mut allocator) = list {
+            list = allocator.parked_next.take();
+            drop(allocator);
+        }
+    }
+
+    /// Stops the stream of the pin that holds the hardware, if any: its
+    /// timer, DPC and work item end and every frame it held completes.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
+    fn stop_streaming(&self) {
+        let streaming = self.streaming.lock();
+        // SAFETY: a pin clears this pointer under the mutex we hold before
+        // its hardware goes, so it is live here.
+        if let Some(hardware) = unsafe { streaming.0.as_ref() } {
+            hardware.halt();
+        }
+    }
 }
 
 /// The device dispatch table (brief §4.2).
@@ -148,12 +166,12 @@ pub(crate) static DEVICE_DISPATCH: KSDEVICE_DISPATCH = KSDEVICE_DISPATCH {
     PostStart: None,
     QueryStop: None,
     CancelStop: None,
-    Stop: None,
+    Stop: Some(device_stop),
     QueryRemove: None,
     CancelRemove: None,
     Remove: Some(device_remove),
     QueryCapabilities: None,
-    SurpriseRemoval: None,
+    SurpriseRemoval: Some(device_surprise_removal),
     QueryPower: None,
     SetPower: None,
     QueryInterface: None,
@@ -173,16 +191,20 @@ unsafe extern "C" fn free_device_context(context: PVOID) {
 /// IRQL: PASSIVE_LEVEL.
 unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
     let context = DeviceContext {
-        buffer: None,
-        own: SpinLock::new(PoolLink(core::ptr::null())),
-        hardware_claimed: AtomicBool::new(false),
-        carve_out_claimed: AtomicBool::new(false),
+        dma: DmaMemory::new(),
+        allocators: SpinLock::new(LivePools([core::ptr::null(); MAX_LIVE_ALLOCATORS])),
+        parked: SpinLock::new(None),
+        streaming: KernelMutex::new(StreamingPin(core::ptr::null())),
+        removed: AtomicBool::new(false),
         allocator_leaks: AtomicU32::new(0),
     };
     let Some(context) = PoolBox::try_new(context) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     let raw = context.into_raw();
+    // SAFETY: `raw` is the context's final, nonpaged address; nothing else
+    // uses the mutex yet.
+    unsafe { (*raw).streaming.init() };
     // SAFETY: AVStream passes a live device at PASSIVE_LEVEL; the bag is
     // edited under the device mutex, as KsAddItemToObjectBag requires.
     let status = unsafe {
@@ -201,10 +223,8 @@ unsafe extern "C" fn device_add(device: PKSDEVICE) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-/// `AVStrMiniDeviceStart`: on the first start, allocates the common buffer
-/// and creates the filter factory; on a start after a PnP stop, only the
-/// factory (the buffer was kept, and pins opened before the stop may still
-/// be using it).
+/// `AVStrMiniDeviceStart`: acquires the DMA adapter (no frame memory) and
+/// creates the filter factory.
 ///
 /// IRQL: PASSIVE_LEVEL. Never returns `STATUS_PENDING`.
 unsafe extern "C" fn device_start(
@@ -217,30 +237,17 @@ unsafe extern "C" fn device_start(
     let (started, context) = unsafe {
         (
             (*device).Started != 0,
-            (*device).Context.cast::<DeviceContext>(),
+            (*device).Context.cast::<DeviceContext>().as_ref(),
         )
     };
     if started {
         return STATUS_SUCCESS; // PnP may send a second start; nothing to redo
     }
-    if context.is_null() {
+    let Some(context) = context else {
         return STATUS_INSUFFICIENT_RESOURCES;
-    }
-    let mut allocated_here = false;
-    // SAFETY: a shared read; the context lives as long as the device.
-    if unsafe { (*context).buffer.is_none() } {
-        // SAFETY: live device at PASSIVE_LEVEL.
-        let Some(buffer) = (unsafe { allocate_common_buffer(device) }) else {
-            debug_print(c"avscap: no common buffer of any size could be allocated\n");
-            return STATUS_INSUFFICIENT_RESOURCES;
-        };
-        // SAFETY: the buffer is written once, here, while it is still None,
-        // which is before the first filter factory exists: no pin or
-        // allocator can be reading it. Written through the raw pointer, so
-        // no `&mut DeviceContext` is ever made.
-        unsafe { (&raw mut (*context).buffer).write(Some(buffer)) };
-        allocated_here = true;
-    }
+    };
+    // SAFETY: the device's PDO, live while the device is; PASSIVE_LEVEL.
+    unsafe { context.dma.start((*device).PhysicalDeviceObject) };
     // SAFETY: live device at PASSIVE_LEVEL; the factory is created under the
     // device mutex. The descriptor is an immutable static. The reference
     // string is a NUL-terminated UTF-16 static that ks.sys only reads (the
@@ -260,10 +267,8 @@ unsafe extern "C" fn device_start(
         KsReleaseDevice(device);
         status
     };
-    if status < 0 && allocated_here {
-        // SAFETY: this call made the buffer and no factory exists, so
-        // nothing uses it.
-        unsafe { release_common_buffer(context) };
+    if status < 0 {
+        context.dma.stop();
     }
     status
 }
@@ -272,203 +277,51 @@ unsafe extern "C" fn device_start(
 /// INF's `AddInterface` lines use the same.
 static REFERENCE_STRING: [u16; FILTER_REFERENCE_STRING_UTF16_LEN] = filter_reference_string_utf16();
 
-/// `AVStrMiniDeviceRemove`: gives the common buffer back.
-///
-/// IRQL: PASSIVE_LEVEL. Remove comes after the last handle to the device's
-/// filters is closed (pins and allocators included), so nothing uses the
-/// buffer any more. A PnP stop (`Stop` is not dispatched) keeps the buffer:
-/// filters opened before it may still be streaming into it.
-unsafe extern "C" fn device_remove(device: PKSDEVICE, _irp: PIRP) {
-    // SAFETY: live device; Context set by `device_add`.
-    let context = unsafe { (*device).Context.cast::<DeviceContext>() };
-    if !context.is_null() {
-        // SAFETY: see the function's IRQL and lifetime notes.
-        unsafe { release_common_buffer(context) };
-    }
-}
-
-/// Gets the common buffer: the largest of the core's fallback layouts that
-/// can be had, from a DMA adapter for a 32-bit bus master
-/// (`AllocateCommonBuffer`), or, when no adapter is granted (a
-/// root-enumerated device may get none) or it gives no buffer, physically
-/// contiguous memory below 4 GiB. One adapter is requested for all sizes.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe fn allocate_common_buffer(device: PKSDEVICE) -> Option<CommonBuffer> {
-    let ladder = CommonBufferLayout::fallbacks();
-    let largest = ladder.iter().flatten().next()?;
-    // SAFETY: live device at PASSIVE_LEVEL.
-    let adapter = unsafe { get_adapter(device, largest.total) };
-    if adapter.is_null() {
-        debug_print(c"avscap: no DMA adapter granted; using contiguous memory below 4 GiB\n");
-    } else {
-        for layout in ladder.iter().flatten() {
-            // SAFETY: a live adapter at PASSIVE_LEVEL.
-            if let Some(buffer) = unsafe { adapter_buffer(adapter, *layout) } {
-                return Some(buffer);
-            }
-        }
-        // SAFETY: the adapter is ours and holds no buffer; give it back.
-        unsafe { put_adapter(adapter) };
-        debug_print(c"avscap: the DMA adapter gave no common buffer; trying contiguous memory\n");
-    }
-    ladder.iter().flatten().find_map(|layout| {
-        // SAFETY: PASSIVE_LEVEL.
-        unsafe { contiguous_buffer(*layout) }
-    })
-}
-
-/// `IoGetDmaAdapter` for a 32-bit, non-scatter/gather bus master, or NULL.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe fn get_adapter(device: PKSDEVICE, maximum: usize) -> PDMA_ADAPTER {
-    // SAFETY: DEVICE_DESCRIPTION is integers and BOOLEANs; all-zero is valid.
-    let mut description: DEVICE_DESCRIPTION = unsafe { core::mem::zeroed() };
-    description.Version = DEVICE_DESCRIPTION_VERSION;
-    description.Master = 1;
-    description.ScatterGather = 0;
-    description.Dma32BitAddresses = 1;
-    description.InterfaceType = _INTERFACE_TYPE::Internal;
-    description.MaximumLength = u32::try_from(maximum).unwrap_or(u32::MAX);
-    let mut map_registers = 0u32;
-    // SAFETY: PASSIVE_LEVEL; the PDO is the device's, live while it is; the
-    // description and count outlive the call.
-    let adapter = unsafe {
-        IoGetDmaAdapter(
-            (*device).PhysicalDeviceObject,
-            &raw mut description,
-            &raw mut map_registers,
-        )
-    };
-    // SAFETY: a non-null adapter points at a DMA_ADAPTER.
-    if !adapter.is_null() && unsafe { (*adapter).DmaOperations.is_null() } {
-        // An adapter without operations cannot even be put back; treat it as
-        // none (it is never seen from a conforming HAL).
-        return null_mut();
-    }
-    adapter
-}
-
-/// One common buffer of `layout.total` bytes from `adapter`.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe fn adapter_buffer(
-    adapter: PDMA_ADAPTER,
-    layout: CommonBufferLayout,
-) -> Option<CommonBuffer> {
-    let length = u32::try_from(layout.total).ok()?;
-    // SAFETY: `get_adapter` returns only adapters with operations.
-    let allocate = unsafe { (*(*adapter).DmaOperations).AllocateCommonBuffer }?;
-    let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
-    // SAFETY: PASSIVE_LEVEL, as AllocateCommonBuffer requires; the adapter
-    // is live until PutDmaAdapter. Cached memory: x64 DMA is cache-coherent,
-    // and the CPU synthesizes whole frames into it.
-    let va = unsafe { allocate(adapter, length, &raw mut logical, 1) };
-    if va.is_null() {
-        return None;
-    }
-    Some(CommonBuffer::new(
-        layout,
-        va,
-        logical,
-        BufferSource::Adapter(adapter),
-    ))
-}
-
-/// Physically contiguous, cached memory below 4 GiB. Its "logical" address
-/// is the physical one: good enough for the simulated hardware, which never
-/// does DMA (a real device would need an adapter's logical address).
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe fn contiguous_buffer(layout: CommonBufferLayout) -> Option<CommonBuffer> {
-    let lowest = PHYSICAL_ADDRESS { QuadPart: 0 };
-    let highest = PHYSICAL_ADDRESS {
-        QuadPart: HIGHEST_32BIT_ADDRESS,
-    };
-    let boundary = PHYSICAL_ADDRESS { QuadPart: 0 };
-    // SAFETY: PASSIVE_LEVEL, as the routine requires.
-    let va = unsafe {
-        MmAllocateContiguousMemorySpecifyCache(
-            layout.total as u64,
-            lowest,
-            highest,
-            boundary,
-            _MEMORY_CACHING_TYPE::MmCached,
-        )
-    };
-    if va.is_null() {
-        return None;
-    }
-    // SAFETY: `va` is a resident, nonpaged allocation we own.
-    let physical = unsafe { MmGetPhysicalAddress(va) };
-    Some(CommonBuffer::new(
-        layout,
-        va,
-        physical,
-        BufferSource::Contiguous,
-    ))
-}
-
-/// Gives the common buffer back the way it came, and the adapter with it.
+/// Ends everything the device holds for PnP stop and remove: the running
+/// stream (if a pin still streams), the parked allocators' buffers, then the
+/// DMA adapter (now, or when the last buffer still out is freed).
 ///
 /// IRQL: PASSIVE_LEVEL.
 ///
 /// # Safety
-/// `context` is a live device context and nothing uses its buffer any more.
-unsafe fn release_common_buffer(context: *mut DeviceContext) {
-    // SAFETY: the caller's guarantee; taken through the raw pointer, so no
-    // `&mut DeviceContext` is made.
-    let Some(buffer) = (unsafe { (&raw mut (*context).buffer).replace(None) }) else {
+/// `device` is a live device of this driver.
+unsafe fn release_device_resources(device: PKSDEVICE) {
+    // SAFETY: live device; Context set by `device_add`.
+    let Some(context) = (unsafe { (*device).Context.cast::<DeviceContext>().as_ref() }) else {
         return;
     };
-    let va = buffer.region.virtual_base as PVOID;
-    match buffer.source {
-        BufferSource::Adapter(adapter) => {
-            let logical = PHYSICAL_ADDRESS {
-                QuadPart: buffer.region.logical_base.cast_signed(),
-            };
-            // SAFETY: the buffer came from this adapter's AllocateCommonBuffer
-            // with this length, addresses and caching; PASSIVE_LEVEL.
-            unsafe {
-                if let Some(free) = (*(*adapter).DmaOperations).FreeCommonBuffer {
-                    free(
-                        adapter,
-                        u32::try_from(buffer.region.len).unwrap_or(u32::MAX),
-                        logical,
-                        va,
-                        1,
-                    );
-                }
-                put_adapter(adapter);
-            }
-        }
-        BufferSource::Contiguous => {
-            // SAFETY: the buffer came from MmAllocateContiguousMemorySpecifyCache
-            // with this length and caching; PASSIVE_LEVEL.
-            unsafe {
-                MmFreeContiguousMemorySpecifyCache(
-                    va,
-                    buffer.region.len as u64,
-                    _MEMORY_CACHING_TYPE::MmCached,
-                );
-            };
-        }
-    }
+    context.stop_streaming();
+    context.free_parked();
+    context.dma.stop();
 }
 
-/// `DMA_OPERATIONS.PutDmaAdapter`.
+/// `AVStrMiniDeviceStop`: PnP stop.
 ///
-/// IRQL: ≤ DISPATCH_LEVEL (called at PASSIVE_LEVEL here).
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn device_stop(device: PKSDEVICE, _irp: PIRP) {
+    // SAFETY: AVStream passes a live device.
+    unsafe { release_device_resources(device) };
+}
+
+/// `AVStrMiniDeviceRemove`: the last handle is closed (pins and allocators
+/// included); whatever a stop left is released.
 ///
-/// # Safety
-/// `adapter` is a live adapter from `IoGetDmaAdapter`, not used afterwards.
-unsafe fn put_adapter(adapter: PDMA_ADAPTER) {
-    // SAFETY: the caller's guarantee (an adapter from `get_adapter` has
-    // operations); PutDmaAdapter may be called at <= DISPATCH_LEVEL.
-    unsafe {
-        if let Some(put) = (*(*adapter).DmaOperations).PutDmaAdapter {
-            put(adapter);
-        }
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn device_remove(device: PKSDEVICE, _irp: PIRP) {
+    // SAFETY: AVStream passes a live device.
+    unsafe { release_device_resources(device) };
+}
+
+/// `AVStrMiniDeviceSurpriseRemoval`: the hardware is gone. A running stream
+/// stops now (its frames complete empty) and none may start again; handles
+/// close later, and Remove follows them.
+///
+/// IRQL: PASSIVE_LEVEL.
+unsafe extern "C" fn device_surprise_removal(device: PKSDEVICE, _irp: PIRP) {
+    // SAFETY: live device; Context set by `device_add`.
+    if let Some(context) = unsafe { (*device).Context.cast::<DeviceContext>().as_ref() } {
+        context.removed.store(true, Ordering::Release);
+        context.stop_streaming();
     }
 }
 

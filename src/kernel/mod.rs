@@ -6,11 +6,13 @@ mod allocator;
 pub mod bindings;
 mod capture_pin;
 mod device;
+mod dma_memory;
 mod driver_entry;
 mod filter;
 mod hardware;
 mod ks_format;
 mod nonpaged;
+mod stream_clone;
 
 // The panic handler: a panic bug-checks the machine with a Rust-specific
 // code (wdk-panic). Not in test builds, where std provides one.

@@ -19,9 +19,13 @@ use core::ptr::NonNull;
 
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePoolWithTag, KeAcquireSpinLockAtDpcLevel, KeAcquireSpinLockRaiseToDpc,
-    KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel,
+    KeClearEvent, KeInitializeEvent, KeInitializeMutex, KeReleaseMutex, KeReleaseSpinLock,
+    KeReleaseSpinLockFromDpcLevel, KeSetEvent, KeWaitForSingleObject,
 };
-use wdk_sys::{KIRQL, KSPIN_LOCK, POOL_FLAG_NON_PAGED};
+use wdk_sys::{
+    _EVENT_TYPE, _KWAIT_REASON, KEVENT, KIRQL, KMUTEX, KPROCESSOR_MODE, KSPIN_LOCK,
+    POOL_FLAG_NON_PAGED,
+};
 
 /// Pool tag of every allocation the driver makes: `'pcvA'` reads "Avcp" in
 /// a debugger's little-endian dump.
@@ -81,6 +85,9 @@ impl<T> PoolBox<T> {
         })
     }
 }
+
+// SAFETY: a PoolBox owns its T like a Box does; sending it sends the T.
+unsafe impl<T: Send> Send for PoolBox<T> {}
 
 impl<T> Deref for PoolBox<T> {
     type Target = T;
@@ -201,5 +208,170 @@ impl<T> Drop for SpinLockGuard<'_, T> {
                 None => KeReleaseSpinLockFromDpcLevel(self.owner.lock.get()),
             }
         }
+    }
+}
+
+/// `KernelMode` (`KPROCESSOR_MODE`).
+const KERNEL_MODE: KPROCESSOR_MODE = 0;
+
+/// Data guarded by a kernel mutex (`KMUTEX`), for state that PASSIVE_LEVEL
+/// code changes while it waits for other things (stopping a stream waits
+/// for its DPC and work item). Unlike a spin lock it may be held across a
+/// wait; unlike a fast mutex it leaves the IRQL at PASSIVE_LEVEL (it only
+/// disables normal kernel APCs), so `KeFlushQueuedDpcs` and waits may run
+/// under it. It is recursive for the thread that holds it.
+///
+/// IRQL: PASSIVE_LEVEL only (taking it waits). Initialise in place with
+/// [`Self::init`] before the first `lock`.
+pub(crate) struct KernelMutex<T> {
+    mutex: UnsafeCell<KMUTEX>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: `data` is reached only through a guard, which exists only while
+// the KMUTEX is held by the current thread; `T: Send` lets it be used from
+// whichever thread takes the mutex.
+unsafe impl<T: Send> Sync for KernelMutex<T> {}
+// SAFETY: as for `SpinLock`.
+unsafe impl<T: Send> Send for KernelMutex<T> {}
+
+impl<T> KernelMutex<T> {
+    /// An uninitialised mutex over `value`; call [`Self::init`] at its final
+    /// address.
+    pub(crate) fn new(value: T) -> Self {
+        KernelMutex {
+            // SAFETY: KMUTEX is a plain kernel struct; `init` writes it
+            // before any use and zero is a valid placeholder.
+            mutex: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Initialises the mutex in place (signalled, not owned).
+    ///
+    /// IRQL: PASSIVE_LEVEL. Called once, before any `lock`, at the
+    /// address the mutex keeps for its life (nonpaged).
+    pub(crate) fn init(&self) {
+        // SAFETY: the KMUTEX lives in a cell at a stable nonpaged address;
+        // no thread uses it yet.
+        unsafe { KeInitializeMutex(self.mutex.get(), 0) };
+    }
+
+    /// Waits for and takes the mutex.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
+    pub(crate) fn lock(&self) -> KernelMutexGuard<'_, T> {
+        // SAFETY: an initialised KMUTEX; a kernel-mode, non-alertable wait
+        // without a timeout at PASSIVE_LEVEL returns STATUS_SUCCESS only.
+        let _ = unsafe {
+            KeWaitForSingleObject(
+                self.mutex.get().cast(),
+                _KWAIT_REASON::Executive,
+                KERNEL_MODE,
+                0,
+                core::ptr::null_mut(),
+            )
+        };
+        KernelMutexGuard {
+            owner: self,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// Holds a [`KernelMutex`]; releases it on drop.
+pub(crate) struct KernelMutexGuard<'a, T> {
+    owner: &'a KernelMutex<T>,
+    /// Not `Send`: a mutex is released by the thread that owns it.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> Deref for KernelMutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread owns the mutex.
+        unsafe { &*self.owner.data.get() }
+    }
+}
+
+impl<T> DerefMut for KernelMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes it the only reference.
+        unsafe { &mut *self.owner.data.get() }
+    }
+}
+
+impl<T> Drop for KernelMutexGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this thread owns the mutex (the guard took it).
+        unsafe { KeReleaseMutex(self.owner.mutex.get(), 0) };
+    }
+}
+
+/// A notification event (`KEVENT`): set, cleared, waited on.
+///
+/// IRQL: `set` and `clear` ≤ DISPATCH_LEVEL; `wait` PASSIVE_LEVEL. Initialise
+/// in place with [`Self::init`].
+pub(crate) struct Event(UnsafeCell<KEVENT>);
+
+// SAFETY: a KEVENT is made to be signalled and waited on from any CPU; the
+// kernel serialises access to it.
+unsafe impl Sync for Event {}
+// SAFETY: as above.
+unsafe impl Send for Event {}
+
+impl Event {
+    /// An uninitialised event; call [`Self::init`] at its final address.
+    pub(crate) fn new() -> Self {
+        // SAFETY: KEVENT is a plain kernel struct; zero is a valid
+        // placeholder until `init`.
+        Event(UnsafeCell::new(unsafe { core::mem::zeroed() }))
+    }
+
+    /// Initialises the event in place, signalled or not.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL; called once at the event's final address.
+    pub(crate) fn init(&self, signalled: bool) {
+        // SAFETY: a KEVENT at a stable nonpaged address, not yet in use.
+        unsafe {
+            KeInitializeEvent(
+                self.0.get(),
+                _EVENT_TYPE::NotificationEvent,
+                u8::from(signalled),
+            );
+        };
+    }
+
+    /// Signals the event (without a following wait).
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
+    pub(crate) fn set(&self) {
+        // SAFETY: an initialised event; Wait = FALSE may be used at <= DISPATCH.
+        unsafe { KeSetEvent(self.0.get(), 0, 0) };
+    }
+
+    /// Clears the event.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL.
+    pub(crate) fn clear(&self) {
+        // SAFETY: an initialised event.
+        unsafe { KeClearEvent(self.0.get()) };
+    }
+
+    /// Waits until the event is signalled.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
+    pub(crate) fn wait(&self) {
+        // SAFETY: an initialised event; kernel-mode, non-alertable wait
+        // without a timeout.
+        let _ = unsafe {
+            KeWaitForSingleObject(
+                self.0.get().cast(),
+                _KWAIT_REASON::Executive,
+                KERNEL_MODE,
+                0,
+                core::ptr::null_mut(),
+            )
+        };
     }
 }
