@@ -56,10 +56,11 @@ typedef CHAR TCHAR;
     /// `BOOL` and `UINT` (`KS_DATARANGE_VIDEO`, `KSAUDIOENGINE_DESCRIPTOR`, ...)
     /// are minwindef.h types: the WDK's kernel headers, which wdk-sys is
     /// generated from on Windows, do not define them, so they must come
-    /// from here. (mingw-w64's ntdef.h does define BOOL, which is why the
-    /// Linux cross-build checks the generated bindings against this list:
-    /// see `scripts/check_ks_bindings.py`.)
-    const WINDEF_TYPES: &str = "BOOL|UINT|BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
+    /// from here. (mingw-w64's ntdef.h does define BOOL, as a macro for its
+    /// own `WINBOOL`, which is listed so that the Linux build generates it
+    /// too; the Linux cross-build checks that the bindings take no such type
+    /// from wdk-sys: see `scripts/check_ks_bindings.py`.)
+    const WINDEF_TYPES: &str = "BOOL|WINBOOL|UINT|BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
 
     /// Tells bindgen what the wdk-sys types (not generated here, so unknown
     /// to its derive analysis) implement: without this, no KS struct that

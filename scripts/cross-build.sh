@@ -314,6 +314,11 @@ if [[ $clippy -eq 1 ]]; then
     cargo_cross clippy -- -D warnings
 fi
 restore_lock
+step "4c. KS bindings take no windef type from wdk-sys (the WDK's kernel headers lack them)"
+bindings=$(ls -t "$target_dir/$TARGET"/release/build/avscap-*/out/ks_bindings.rs 2>/dev/null | head -1)
+[[ -n "$bindings" ]] || die "no generated ks_bindings.rs under $target_dir"
+python3 "$scripts/check_ks_bindings.py" "$bindings" "$mingw_include" \
+    || die "the KS bindings would not compile against the WDK (see above)"
 dll="$target_dir/$TARGET/release/avscap.dll"
 [[ -f "$dll" ]] || die "cargo produced no $dll"
 
