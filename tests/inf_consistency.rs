@@ -94,3 +94,48 @@ fn names_class_and_hardware_id_are_the_drivers() {
         "the README's install command names the INF's hardware id"
     );
 }
+
+/// The oldest Windows build that exports each kernel routine the driver
+/// imports and that some supported build lacks (everything else it imports
+/// is at least as old as Windows 10's first release).
+const NEWER_IMPORTS: [(&str, u32); 1] = [
+    // ExAllocatePool2 (wdk-alloc and the driver's contexts): Windows 10,
+    // version 2004.
+    ("ntoskrnl.exe!ExAllocatePool2", 19041),
+];
+
+#[test]
+fn the_inf_installs_only_on_builds_that_export_every_import() {
+    let imports = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/expected-imports.txt"
+    ))
+    .unwrap();
+    let needed = NEWER_IMPORTS
+        .iter()
+        .filter(|(name, _)| imports.lines().any(|l| l.trim().eq_ignore_ascii_case(name)))
+        .map(|&(_, build)| build)
+        .max()
+        .unwrap_or(0);
+    assert!(needed >= 19041, "the import list names ExAllocatePool2");
+    // Every models decoration (`NT$ARCH$.10.0...<build>`) names its lowest
+    // build; a driver installed below `needed` would fail to load (Code 39).
+    let text = inx();
+    let builds: Vec<u32> = text
+        .match_indices("NT$ARCH$.10.0...")
+        .map(|(at, m)| {
+            let digits: String = text[at + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(builds.len(), 2, "[Manufacturer] and its models section");
+    for build in builds {
+        assert!(
+            build >= needed,
+            "the INF installs on build {build}, but the driver imports routines from build {needed}"
+        );
+    }
+}
