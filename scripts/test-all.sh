@@ -45,6 +45,13 @@ python3 scripts/check_y4m.py "$out/x.y4m" --width 1280 --height 720 --fps 30 --f
 python3 scripts/check_y4m.py "$out/yuy2.y4m" --width 320 --height 240 --fps 15 --frames 20
 "$sim" --format rgb24 --size 1920x1080 --fps 60 --frames 8 --path foreign --out "$out/rgb.y4m"
 python3 scripts/check_y4m.py "$out/rgb.y4m" --width 1920 --height 1080 --fps 60 --frames 8
+# A client surface pitch wider than the stride: the copy goes row by row, and
+# the picture must be byte for byte the packed run's.
+"$sim" --format rgb24 --size 320x240 --fps 30 --frames 12 --path foreign --out "$out/packed.y4m" >/dev/null
+"$sim" --format rgb24 --size 320x240 --fps 30 --frames 12 --path foreign --client-pitch 1024 \
+    --out "$out/pitched.y4m" | tee "$out/pitched.txt"
+grep -Eq '^pitched copies: 12$' "$out/pitched.txt"
+cmp "$out/packed.y4m" "$out/pitched.y4m"
 # A slow client: frames must drop, and the run must still deliver all 30.
 "$sim" --frames 30 --client-frames 2 --hold 3 --out "$out/starved.y4m" | tee "$out/starved.txt"
 python3 scripts/check_y4m.py "$out/starved.y4m" --width 640 --height 480 --fps 30 --frames 30

@@ -1,0 +1,55 @@
+//! The README's table of the memory a stream takes per format is computed
+//! here, from the sizing code the driver runs (`StreamMemory`), and must
+//! equal the README's copy: edit the code and this test shows the new table.
+
+use avscap::portable::stream_memory::StreamMemory;
+use avscap::portable::video_format::DATA_RANGES;
+
+const START: &str = "<!-- stream-memory-table:start -->";
+const END: &str = "<!-- stream-memory-table:end -->";
+
+fn mib(bytes: usize) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let m = bytes as f64 / f64::from(1u32 << 20);
+    format!("{m:.2} MiB")
+}
+
+fn table() -> String {
+    let mut out = String::from(
+        "| format | size | image | staging (every stream) | allocator buffer (kernel-to-kernel only) | most per stream |\n\
+         | --- | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut seen = Vec::new();
+    for f in &DATA_RANGES {
+        let key = (f.pixel, f.width, f.height);
+        if seen.contains(&key) {
+            continue; // the frame rate does not change the memory
+        }
+        seen.push(key);
+        let m = StreamMemory::for_format(f).unwrap();
+        out.push_str(&format!(
+            "| {} | {}x{} | {} | {} | {} | {} |\n",
+            f.pixel.name().to_uppercase(),
+            f.width,
+            f.height,
+            m.layout.image_size,
+            mib(m.copy_path_bytes()),
+            mib(m.allocator.len),
+            mib(m.allocator_path_bytes()),
+        ));
+    }
+    out
+}
+
+#[test]
+fn readme_memory_table_is_the_computed_one() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find(START).expect("README has the table's start marker") + START.len();
+    let end = readme.find(END).expect("README has the table's end marker");
+    let expected = table();
+    assert_eq!(
+        readme[start..end].trim(),
+        expected.trim(),
+        "README's memory table is stale; the computed one is:\n{expected}"
+    );
+}
