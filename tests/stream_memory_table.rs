@@ -43,8 +43,12 @@ fn table() -> String {
 
 #[test]
 fn readme_memory_table_is_the_computed_one() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find(START).expect("README has the table's start marker") + START.len();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find(START)
+        .expect("README has the table's start marker")
+        + START.len();
     let end = readme.find(END).expect("README has the table's end marker");
     let expected = table();
     assert_eq!(
