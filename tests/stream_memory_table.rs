@@ -2,6 +2,8 @@
 //! here, from the sizing code the driver runs (`StreamMemory`), and must
 //! equal the README's copy: edit the code and this test shows the new table.
 
+use std::fmt::Write as _;
+
 use avscap::portable::stream_memory::StreamMemory;
 use avscap::portable::video_format::DATA_RANGES;
 
@@ -27,8 +29,9 @@ fn table() -> String {
         }
         seen.push(key);
         let m = StreamMemory::for_format(f).unwrap();
-        out.push_str(&format!(
-            "| {} | {}x{} | {} | {} | {} | {} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {}x{} | {} | {} | {} | {} |",
             f.pixel.name().to_uppercase(),
             f.width,
             f.height,
@@ -36,7 +39,7 @@ fn table() -> String {
             mib(m.copy_path_bytes()),
             mib(m.allocator.len),
             mib(m.allocator_path_bytes()),
-        ));
+        );
     }
     out
 }
