@@ -328,9 +328,7 @@ unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
         let mut streaming = device.streaming.lock();
         context.hardware.halt();
         context.hardware.release();
-        if core::ptr::eq(streaming.0, &raw const context.hardware) {
-            *streaming = StreamingPin(core::ptr::null());
-        }
+        streaming.release(&raw const context.hardware);
     }
     // SAFETY: live pin; the context is gone with `context`.
     unsafe { (*pin).Context = null_mut() };
@@ -439,9 +437,7 @@ unsafe extern "C" fn pin_set_device_state(
             HardwareAction::StopAndFlush => hardware.halt(),
             HardwareAction::Release => {
                 hardware.release();
-                if core::ptr::eq(streaming.0, ours) {
-                    *streaming = StreamingPin(core::ptr::null());
-                }
+                streaming.release(ours);
             }
         }
     }

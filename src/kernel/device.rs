@@ -48,6 +48,8 @@ unsafe impl Send for LivePools {}
 
 impl LivePools {
     /// Records a pool; false when every entry is taken.
+    ///
+    /// IRQL: any (the caller holds the table's spin lock).
     pub(crate) fn insert(&mut self, pool: *const FramePool) -> bool {
         match self.0.iter_mut().find(|p| p.is_null()) {
             Some(entry) => {
@@ -59,6 +61,8 @@ impl LivePools {
     }
 
     /// Forgets a pool.
+    ///
+    /// IRQL: any (the caller holds the table's spin lock).
     pub(crate) fn remove(&mut self, pool: *const FramePool) {
         for entry in &mut self.0 {
             if core::ptr::eq(*entry, pool) {
@@ -68,6 +72,8 @@ impl LivePools {
     }
 
     /// The live pools. Only valid while the lock that guards `self` is held.
+    ///
+    /// IRQL: any (the caller holds the table's spin lock).
     pub(crate) fn pools(&self) -> impl Iterator<Item = &FramePool> {
         // SAFETY: see `Send`: a pointer in the table is a live pool while
         // the table's lock is held, which the borrow of `self` proves.
@@ -82,6 +88,17 @@ pub(crate) struct StreamingPin(pub(crate) *const Hardware);
 // SAFETY: the pointer is only dereferenced under the device mutex, and a
 // pin clears it under that mutex before its hardware is freed.
 unsafe impl Send for StreamingPin {}
+
+impl StreamingPin {
+    /// Gives the claim back if `hardware` holds it (ACQUIRE → STOP, Close).
+    ///
+    /// IRQL: PASSIVE_LEVEL (the caller holds the device mutex).
+    pub(crate) fn release(&mut self, hardware: *const Hardware) {
+        if core::ptr::eq(self.0, hardware) {
+            self.0 = core::ptr::null();
+        }
+    }
+}
 
 /// Per-device state, in `KSDEVICE.Context` (bagged: AVStream frees it with
 /// the device).

@@ -81,6 +81,8 @@ pub(crate) struct DmaMemory {
 
 impl DmaMemory {
     /// No adapter yet.
+    ///
+    /// IRQL: any (a value; device Add makes it at PASSIVE_LEVEL).
     pub(crate) const fn new() -> Self {
         DmaMemory {
             state: SpinLock::new(DmaState {
@@ -217,6 +219,8 @@ unsafe impl Send for CommonBuffer {}
 
 impl CommonBuffer {
     /// The buffer's addresses and length.
+    ///
+    /// IRQL: any.
     pub(crate) fn region(&self) -> Region {
         self.region
     }

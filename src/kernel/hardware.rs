@@ -104,6 +104,19 @@ pub(crate) struct Shared {
 // keeps alive until the driver gives them back.
 unsafe impl Send for Shared {}
 
+impl Shared {
+    /// Gives back the staging slot a target held, if it held one (a slot
+    /// the engine or Process took cannot be refused, so the result is
+    /// ignored).
+    ///
+    /// IRQL: DISPATCH_LEVEL (called with the hardware spin lock held).
+    fn free_slot(&self, dma: DmaTarget) {
+        if let (DmaTarget::Staging(slot), Some(staging)) = (dma, &self.staging) {
+            let _ = staging.pool.free(slot.virtual_address);
+        }
+    }
+}
+
 /// The delivery work item (`IO_WORKITEM`), freed on drop.
 pub(crate) struct WorkItem(NonNull<_IO_WORKITEM>);
 
@@ -364,10 +377,7 @@ impl Hardware {
                 let Some(target) = shared.engine.as_mut().and_then(Engine::take_queued) else {
                     break;
                 };
-                if let (DmaTarget::Staging(slot), Some(staging)) = (target.dma, &shared.staging) {
-                    // A slot the engine held cannot be refused.
-                    let _ = staging.pool.free(slot.virtual_address);
-                }
+                shared.free_slot(target.dma);
                 target
             };
             // Outside the lock: the clone completes its frame empty.
@@ -504,9 +514,7 @@ impl Hardware {
             let advance = target.data_used(&layout);
             return Step::Cloned(target, advance);
         }
-        if let DmaTarget::Staging(slot) = dma {
-            let _ = staging.pool.free(slot.virtual_address);
-        }
+        shared.free_slot(dma);
         shared.pend_io = true;
         Step::Pend
     }
@@ -524,11 +532,7 @@ impl Hardware {
                 Some(engine) if engine.is_running() => engine.submit(target),
                 _ => Err(target),
             };
-            outcome.err().inspect(|t| {
-                if let (DmaTarget::Staging(slot), Some(staging)) = (t.dma, &shared.staging) {
-                    let _ = staging.pool.free(slot.virtual_address);
-                }
-            })
+            outcome.err().inspect(|t| shared.free_slot(t.dma))
         };
         // Outside the lock: a rejected clone completes its frame empty.
         drop(rejected);
@@ -608,9 +612,7 @@ impl Hardware {
             let Some((completion, layout, clock)) = next else {
                 return;
             };
-            self.deliver(completion, &layout, clock);
-            let attempt = core::mem::take(&mut self.shared.lock().pend_io);
-            if attempt {
+            if self.deliver(completion, &layout, clock) {
                 // SAFETY: the pin is live while its hardware runs (halt
                 // waits for this routine before the pin goes); asynchronous
                 // processing may be requested at PASSIVE_LEVEL.
@@ -621,7 +623,10 @@ impl Hardware {
 
     /// Fills and completes one due frame: synthesis into its DMA target,
     /// the copy to the client frame for a staging target, the stream
-    /// header and `KS_FRAME_INFO`, then the clone's deletion.
+    /// header and `KS_FRAME_INFO`, then the clone's deletion. Then, under
+    /// one lock, its staging slot goes back and the pend flag is taken:
+    /// returns whether Process pended and must be restarted now that this
+    /// completion freed what it frees.
     ///
     /// IRQL: PASSIVE_LEVEL.
     fn deliver(
@@ -629,7 +634,7 @@ impl Hardware {
         completion: Completion<StreamClone>,
         layout: &FrameLayout,
         clock: PIKSREFERENCECLOCK,
-    ) {
+    ) -> bool {
         let overlay = completion.overlay();
         let copy = completion.target.copy_plan(layout);
         let Completion {
@@ -678,12 +683,6 @@ impl Hardware {
                 data_used = plan.data_used;
             }
         }
-        if let DmaTarget::Staging(slot) = dma {
-            let shared = self.shared.lock();
-            if let Some(staging) = shared.staging.as_ref() {
-                let _ = staging.pool.free(slot.virtual_address);
-            }
-        }
         let header_ptr = clone.header();
         // SAFETY: the clone is live and locked, so its header is resident;
         // no other reference to it exists while this work item owns the
@@ -705,6 +704,9 @@ impl Hardware {
             info.DropCount = i64::try_from(drop_count).unwrap_or(i64::MAX);
         }
         clone.complete();
+        let mut shared = self.shared.lock();
+        shared.free_slot(dma);
+        core::mem::take(&mut shared.pend_io)
     }
 }
 

@@ -214,6 +214,28 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 /// `KernelMode` (`KPROCESSOR_MODE`).
 const KERNEL_MODE: KPROCESSOR_MODE = 0;
 
+/// Waits, in kernel mode, not alertable and without a timeout, until a
+/// dispatcher object is signalled (and, for a mutex, owned).
+///
+/// IRQL: PASSIVE_LEVEL.
+///
+/// # Safety
+/// `object` is an initialised dispatcher object (`KMUTEX`, `KEVENT`) in
+/// nonpaged memory that stays valid during the wait.
+unsafe fn wait_for(object: *mut core::ffi::c_void) {
+    // SAFETY: the caller's guarantee; such a wait returns STATUS_SUCCESS
+    // only, so its status says nothing.
+    let _ = unsafe {
+        KeWaitForSingleObject(
+            object,
+            _KWAIT_REASON::Executive,
+            KERNEL_MODE,
+            0,
+            core::ptr::null_mut(),
+        )
+    };
+}
+
 /// Data guarded by a kernel mutex (`KMUTEX`), for state that PASSIVE_LEVEL
 /// code changes while it waits for other things (stopping a stream waits
 /// for its DPC and work item). Unlike a spin lock it may be held across a
@@ -261,17 +283,8 @@ impl<T> KernelMutex<T> {
     ///
     /// IRQL: PASSIVE_LEVEL.
     pub(crate) fn lock(&self) -> KernelMutexGuard<'_, T> {
-        // SAFETY: an initialised KMUTEX; a kernel-mode, non-alertable wait
-        // without a timeout at PASSIVE_LEVEL returns STATUS_SUCCESS only.
-        let _ = unsafe {
-            KeWaitForSingleObject(
-                self.mutex.get().cast(),
-                _KWAIT_REASON::Executive,
-                KERNEL_MODE,
-                0,
-                core::ptr::null_mut(),
-            )
-        };
+        // SAFETY: an initialised KMUTEX in nonpaged memory; PASSIVE_LEVEL.
+        unsafe { wait_for(self.mutex.get().cast()) };
         KernelMutexGuard {
             owner: self,
             _not_send: PhantomData,
@@ -302,6 +315,7 @@ impl<T> DerefMut for KernelMutexGuard<'_, T> {
 }
 
 impl<T> Drop for KernelMutexGuard<'_, T> {
+    /// IRQL: PASSIVE_LEVEL (`KeReleaseMutex` without a following wait).
     fn drop(&mut self) {
         // SAFETY: this thread owns the mutex (the guard took it).
         unsafe { KeReleaseMutex(self.owner.mutex.get(), 0) };
@@ -362,16 +376,7 @@ impl Event {
     ///
     /// IRQL: PASSIVE_LEVEL.
     pub(crate) fn wait(&self) {
-        // SAFETY: an initialised event; kernel-mode, non-alertable wait
-        // without a timeout.
-        let _ = unsafe {
-            KeWaitForSingleObject(
-                self.0.get().cast(),
-                _KWAIT_REASON::Executive,
-                KERNEL_MODE,
-                0,
-                core::ptr::null_mut(),
-            )
-        };
+        // SAFETY: an initialised event in nonpaged memory; PASSIVE_LEVEL.
+        unsafe { wait_for(self.0.get().cast()) };
     }
 }

@@ -57,6 +57,8 @@ impl StreamClone {
 
     /// The frame's stream header (and, when its `Size` says so, the
     /// `KS_FRAME_INFO` after it).
+    ///
+    /// IRQL: any (reads the clone, which is nonpaged).
     pub(crate) fn header(&self) -> *mut KSSTREAM_HEADER {
         // SAFETY: a live clone's StreamHeader points at the locked frame's
         // header for as long as the clone lives.
