@@ -146,10 +146,38 @@ impl HeapBuffer {
         }
     }
 
-    /// The bytes at `address` (an address inside this buffer).
-    fn at(&mut self, address: usize, len: usize) -> Option<&mut [u8]> {
+    /// Where the bytes at `address` (an address inside this buffer) lie.
+    fn range(&self, address: usize, len: usize) -> Option<std::ops::Range<usize>> {
         let start = address.checked_sub(self.region().virtual_base)? + self.offset;
-        self.bytes.get_mut(start..start.checked_add(len)?)
+        Some(start..start.checked_add(len)?)
+    }
+
+    /// The bytes at `address`.
+    fn get(&self, address: usize, len: usize) -> Option<&[u8]> {
+        self.bytes.get(self.range(address, len)?)
+    }
+
+    /// The bytes at `address`, writable.
+    fn at(&mut self, address: usize, len: usize) -> Option<&mut [u8]> {
+        let range = self.range(address, len)?;
+        self.bytes.get_mut(range)
+    }
+}
+
+impl ClientFrame {
+    /// The frame's bytes: a slot of the allocator's buffer, or the client's
+    /// own buffer.
+    fn bytes<'a>(
+        &'a mut self,
+        allocator_buffer: &'a mut Option<HeapBuffer>,
+    ) -> Result<&'a mut [u8], &'static str> {
+        match self {
+            ClientFrame::Own { address, len } => allocator_buffer
+                .as_mut()
+                .and_then(|b| b.at(*address, *len))
+                .ok_or("own frame outside the allocator buffer"),
+            ClientFrame::Foreign { bytes, .. } => Ok(bytes),
+        }
     }
 }
 
@@ -344,17 +372,10 @@ fn run(args: &Args) -> Result<(), String> {
             // Rows of the delivered frame are this far apart.
             let row_pitch = if let DmaTarget::Staging(_) = c.target.dma {
                 let slot = staging_buffer
-                    .at(target.virtual_address, image)
-                    .ok_or("staging slot outside its buffer")?
-                    .to_vec();
+                    .get(target.virtual_address, image)
+                    .ok_or("staging slot outside its buffer")?;
                 let plan = c.target.copy_plan(&layout).ok_or("no copy plan")?;
-                let dest: &mut [u8] = match &mut clients[id] {
-                    ClientFrame::Own { address, len } => allocator_buffer
-                        .as_mut()
-                        .and_then(|b| b.at(*address, *len))
-                        .ok_or("own frame outside the allocator buffer")?,
-                    ClientFrame::Foreign { bytes, .. } => bytes,
-                };
+                let dest = clients[id].bytes(&mut allocator_buffer)?;
                 for (from, to, len) in plan.rows() {
                     dest[to..to + len].copy_from_slice(&slot[from..from + len]);
                 }
@@ -371,13 +392,7 @@ fn run(args: &Args) -> Result<(), String> {
             } else {
                 layout.stride
             };
-            let frame: &[u8] = match &mut clients[id] {
-                ClientFrame::Own { address, len } => allocator_buffer
-                    .as_mut()
-                    .and_then(|b| b.at(*address, *len))
-                    .ok_or("own frame outside the allocator buffer")?,
-                ClientFrame::Foreign { bytes, .. } => bytes,
-            };
+            let frame = clients[id].bytes(&mut allocator_buffer)?;
             planes.convert(&layout, frame, row_pitch as usize);
             y4m.write_frame(&y4m::Frame::new([&planes.y, &planes.u, &planes.v], None))
                 .map_err(|e| format!("y4m: {e:?}"))?;
