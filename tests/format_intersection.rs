@@ -7,8 +7,8 @@ use avscap::portable::guid::{
 };
 use avscap::portable::video_format::{
     intersect, intersect_any, validate_format, ClientRange, ClientVideoRange, FormatError,
-    ProposedFormat, DATA_RANGES, FOURCC_NV12, FOURCC_YUY2, FRAME_INTERVALS, FRAME_SIZES, KS_BI_RGB,
-    KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
+    PixelFormat, ProposedFormat, DATA_RANGES, FOURCC_NV12, FOURCC_YUY2, FRAME_INTERVALS,
+    FRAME_SIZES, KS_BI_RGB, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
 };
 use proptest::prelude::*;
 
@@ -80,7 +80,13 @@ proptest! {
                 prop_assert!(client.specifier.is_none_or(|g| g == KSDATAFORMAT_SPECIFIER_VIDEOINFO));
                 if let Some(v) = client.video {
                     prop_assert!(v.width == 0 || v.width as u32 == f.width);
-                    prop_assert!(v.height == 0 || v.height as u32 == f.height);
+                    // A YUV height matches by its size whatever its sign;
+                    // an RGB height must be the positive (bottom-up) one.
+                    prop_assert!(
+                        v.height == 0
+                            || v.height as u32 == f.height
+                            || (f.pixel != PixelFormat::Rgb24 && v.height.unsigned_abs() == f.height)
+                    );
                     prop_assert!(v.bit_count == 0 || v.bit_count == f.pixel.bit_count());
                     if v.min_frame_interval != 0 || v.max_frame_interval != 0 {
                         prop_assert!((v.min_frame_interval..=v.max_frame_interval).contains(&f.frame_interval));
