@@ -1,0 +1,653 @@
+//! The emulated x86-64 machine: unicorn, the address-space layout, model
+//! memory (every block in a mapping of its own with an unmapped guard page
+//! after it; freed blocks unmapped), calls into the driver with the
+//! Microsoft x64 calling convention (nestable: host → driver → hook →
+//! driver), and the dispatch of the driver's calls to host hooks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use unicorn_engine::unicorn_const::{Arch, HookType, MemType, Mode, Prot};
+use unicorn_engine::{RegisterX86, Unicorn};
+
+use crate::ks;
+use crate::nt;
+
+/// A model failure: a rule the driver broke, a fault, or a bug check. The
+/// message says what, where and (for faults) in which block.
+pub type R<T> = Result<T, String>;
+
+/// The emulator with the kernel model as its data.
+pub type Uc<'a> = Unicorn<'a, Kernel>;
+
+/// A host hook: reads its arguments from the emulated registers and stack,
+/// returns the value for RAX.
+pub type HookFn = fn(&mut Uc) -> R<u64>;
+
+/// Where the image is mapped (its preferred base is 0x1_8000_0000, so
+/// every base relocation is applied).
+pub const IMAGE_BASE: u64 = 0x0000_0001_4000_0000;
+/// One 16-byte `ret` stub per hook.
+pub const THUNK_BASE: u64 = 0x0000_0000_7000_0000;
+const THUNK_SIZE: u64 = 0x1_0000;
+const THUNK_STRIDE: u64 = 16;
+/// Calls from the host return here (a `hlt` in a page of its own).
+pub const RETURN_TRAP: u64 = 0x0000_0000_6fff_f000;
+/// The kernel stack (one for all nested calls), with an unmapped page
+/// below it.
+const STACK_BASE: u64 = 0x0000_0000_6000_0000;
+const STACK_SIZE: u64 = 0x10_0000;
+const STACK_TOP: u64 = STACK_BASE + STACK_SIZE - 0x100;
+/// Model memory grows upwards from here, never reusing an address.
+const HEAP_BASE: u64 = 0x0000_0010_0000_0000;
+/// Bytes in a page.
+pub const PAGE: u64 = 0x1000;
+/// A safety net that turns a hang in the driver into a failure (the
+/// emulation itself never depends on wall-clock time).
+const CALL_TIMEOUT_US: u64 = 120_000_000;
+
+/// IRQL values.
+pub mod irql {
+    /// `PASSIVE_LEVEL`.
+    pub const PASSIVE: u8 = 0;
+    /// `APC_LEVEL`.
+    pub const APC: u8 = 1;
+    /// `DISPATCH_LEVEL`.
+    pub const DISPATCH: u8 = 2;
+}
+
+/// What a block of model memory is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `ExAllocatePool2` by the driver.
+    Pool {
+        /// The pool tag.
+        tag: u32,
+    },
+    /// An `AllocateCommonBuffer` buffer.
+    CommonBuffer,
+    /// An `MmAllocateContiguousNodeMemory` block.
+    Contiguous,
+    /// Memory of the model itself (KS objects, headers, frames, …).
+    Model(&'static str),
+}
+
+/// One block of model memory.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// First mapped byte.
+    pub map_start: u64,
+    /// Mapped bytes (page multiple).
+    pub map_len: u64,
+    /// The address handed out.
+    pub address: u64,
+    /// Bytes requested.
+    pub size: u64,
+    /// What it is.
+    pub kind: Kind,
+    /// Freed (and unmapped).
+    pub freed: bool,
+}
+
+/// The model's memory blocks.
+#[derive(Default)]
+pub struct Memory {
+    next: u64,
+    /// Blocks by `map_start`.
+    pub blocks: BTreeMap<u64, Block>,
+}
+
+impl Memory {
+    /// The block whose mapping (or guard page) contains `address`.
+    #[must_use]
+    pub fn block_at(&self, address: u64) -> Option<&Block> {
+        self.blocks
+            .range(..=address)
+            .next_back()
+            .map(|(_, b)| b)
+            .filter(|b| address < b.map_start + b.map_len + PAGE)
+    }
+
+    /// The live block handed out at exactly `address`.
+    #[must_use]
+    pub fn live_block(&self, address: u64) -> Option<&Block> {
+        self.block_at(address)
+            .filter(|b| b.address == address && !b.freed)
+    }
+}
+
+/// How the model is configured for one test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `IoGetDmaAdapter` grants an adapter (else it returns NULL and the
+    /// driver falls back to contiguous memory).
+    pub dma_adapter: bool,
+    /// `KsPinGetReferenceClockInterface` returns a master clock.
+    pub clock: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dma_adapter: true,
+            clock: true,
+        }
+    }
+}
+
+/// A registered hook.
+pub struct Hook {
+    /// `dll!name` for imports, a descriptive name for callbacks.
+    pub name: String,
+    /// The model.
+    pub f: HookFn,
+}
+
+/// Everything the model knows: the data of the unicorn instance.
+pub struct Kernel {
+    /// Test configuration.
+    pub config: Config,
+    /// Model memory.
+    pub memory: Memory,
+    /// Hooks by thunk index.
+    pub hooks: Vec<Hook>,
+    /// Calls per hook name.
+    pub hook_calls: HashMap<String, u64>,
+    /// The loaded image: base and size.
+    pub image: (u64, u64),
+    /// IRQL of the running code.
+    pub irql: u8,
+    /// Thread the running code is on (1: the PnP / I/O request thread;
+    /// work items and KS workers get threads of their own).
+    pub thread: u32,
+    next_thread: u32,
+    /// Nesting depth of calls into the driver.
+    pub depth: u32,
+    /// The first failure; once set every call fails.
+    pub failure: Option<String>,
+    /// `DbgPrint` output.
+    pub log: Vec<String>,
+    /// Virtual time, 100 ns units (also the QPC value: 10 MHz).
+    pub now: i64,
+    /// The ntoskrnl model.
+    pub nt: nt::State,
+    /// The ks.sys model.
+    pub ks: ks::State,
+}
+
+impl Kernel {
+    /// A fresh thread id (a work item or worker run).
+    pub fn new_thread(&mut self) -> u32 {
+        self.next_thread += 1;
+        self.next_thread
+    }
+
+    /// Describes an address for a failure message.
+    #[must_use]
+    pub fn describe(&self, address: u64) -> String {
+        let (base, size) = self.image;
+        if address >= base && address < base + size {
+            return format!("avscap.sys+{:#x}", address - base);
+        }
+        if (THUNK_BASE..THUNK_BASE + THUNK_SIZE).contains(&address) {
+            let i = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
+            if let Some(h) = self.hooks.get(i) {
+                return format!("hook {}", h.name);
+            }
+        }
+        if (STACK_BASE - PAGE..STACK_BASE).contains(&address) {
+            return "below the kernel stack (stack overflow)".into();
+        }
+        if let Some(b) = self.memory.block_at(address) {
+            let what = match &b.kind {
+                Kind::Pool { tag } => format!("pool block tag {:?}", tag_str(*tag)),
+                Kind::CommonBuffer => "common buffer".into(),
+                Kind::Contiguous => "contiguous block".into(),
+                Kind::Model(s) => format!("model {s}"),
+            };
+            let state = if b.freed { "freed " } else { "" };
+            let end = b.address + b.size;
+            return if address >= end {
+                format!(
+                    "{} bytes past the end of {state}{what} of {} bytes at {:#x}",
+                    address - end,
+                    b.size,
+                    b.address
+                )
+            } else if address < b.address {
+                format!(
+                    "{} bytes before {state}{what} of {} bytes at {:#x}",
+                    b.address - address,
+                    b.size,
+                    b.address
+                )
+            } else {
+                format!(
+                    "offset {:#x} in {state}{what} of {} bytes at {:#x}",
+                    address - b.address,
+                    b.size,
+                    b.address
+                )
+            };
+        }
+        "unmapped".into()
+    }
+}
+
+/// A pool tag as text.
+#[must_use]
+pub fn tag_str(tag: u32) -> String {
+    String::from_utf8_lossy(&tag.to_le_bytes()).into_owned()
+}
+
+/// Records a failure (the first one wins) and stops the emulation.
+pub fn fail(uc: &mut Uc, message: String) {
+    let k = uc.get_data_mut();
+    if k.failure.is_none() {
+        k.failure = Some(message);
+    }
+    let _ = uc.emu_stop();
+}
+
+fn uc_err(e: unicorn_engine::unicorn_const::uc_error) -> String {
+    format!("unicorn: {e:?}")
+}
+
+/// A new machine with the stack, the thunk page and the fault hooks.
+pub fn new_machine(config: Config) -> R<Uc<'static>> {
+    let kernel = Kernel {
+        config,
+        memory: Memory {
+            next: HEAP_BASE,
+            blocks: BTreeMap::new(),
+        },
+        hooks: Vec::new(),
+        hook_calls: HashMap::new(),
+        image: (0, 0),
+        irql: irql::PASSIVE,
+        thread: 1,
+        next_thread: 1,
+        depth: 0,
+        failure: None,
+        log: Vec::new(),
+        now: 1_000_000_000,
+        nt: nt::State::default(),
+        ks: ks::State::default(),
+    };
+    let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_64, kernel).map_err(uc_err)?;
+    uc.mem_map(STACK_BASE, STACK_SIZE, Prot::READ | Prot::WRITE)
+        .map_err(uc_err)?;
+    uc.mem_map(THUNK_BASE, THUNK_SIZE, Prot::READ | Prot::EXEC)
+        .map_err(uc_err)?;
+    uc.mem_write(THUNK_BASE, &vec![0xC3; THUNK_SIZE as usize])
+        .map_err(uc_err)?;
+    uc.mem_map(RETURN_TRAP, PAGE, Prot::READ | Prot::EXEC)
+        .map_err(uc_err)?;
+    uc.mem_write(RETURN_TRAP, &[0xF4; PAGE as usize])
+        .map_err(uc_err)?;
+    uc.add_code_hook(THUNK_BASE, THUNK_BASE + THUNK_SIZE - 1, on_thunk)
+        .map_err(uc_err)?;
+    uc.add_mem_hook(HookType::MEM_INVALID, 1, 0, on_bad_access)
+        .map_err(uc_err)?;
+    uc.add_insn_invalid_hook(|uc| {
+        let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
+        let at = uc.get_data().describe(rip);
+        fail(
+            uc,
+            format!("invalid instruction at {rip:#x} ({at}): a Rust abort, `unreachable` or ud2"),
+        );
+        false
+    })
+    .map_err(uc_err)?;
+    uc.add_intr_hook(|uc, number| {
+        let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
+        let at = uc.get_data().describe(rip);
+        fail(uc, format!("interrupt {number} raised at {rip:#x} ({at})"));
+    })
+    .map_err(uc_err)?;
+    Ok(uc)
+}
+
+fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
+    let index = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
+    let Some((f, name)) = uc
+        .get_data()
+        .hooks
+        .get(index)
+        .map(|h| (h.f, h.name.clone()))
+    else {
+        fail(uc, format!("call to an unbound stub at {address:#x}"));
+        return;
+    };
+    *uc.get_data_mut()
+        .hook_calls
+        .entry(name.clone())
+        .or_default() += 1;
+    match catch_unwind(AssertUnwindSafe(|| f(uc))) {
+        Ok(Ok(value)) => {
+            if uc.get_data().failure.is_some() {
+                let _ = uc.emu_stop();
+            } else if let Err(e) = uc.reg_write(RegisterX86::RAX, value) {
+                fail(uc, format!("{name}: {e:?}"));
+            }
+        }
+        Ok(Err(message)) => fail(uc, format!("{name}: {message}")),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            fail(uc, format!("{name}: the model panicked: {text}"));
+        }
+    }
+}
+
+fn on_bad_access(uc: &mut Uc, kind: MemType, address: u64, size: usize, _value: i64) -> bool {
+    let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
+    let k = uc.get_data();
+    let message = format!(
+        "{kind:?} of {size} bytes at {address:#x} ({}) by the instruction at {rip:#x} ({})",
+        k.describe(address),
+        k.describe(rip)
+    );
+    fail(uc, message);
+    false
+}
+
+/// Registers a hook; returns the address of its stub.
+pub fn add_hook(uc: &mut Uc, name: &str, f: HookFn) -> u64 {
+    let k = uc.get_data_mut();
+    let index = k.hooks.len() as u64;
+    assert!(index < THUNK_SIZE / THUNK_STRIDE, "too many hooks");
+    k.hooks.push(Hook {
+        name: name.to_string(),
+        f,
+    });
+    THUNK_BASE + index * THUNK_STRIDE
+}
+
+/// Allocates model memory: `size` bytes (at least one), zeroed, `align`ed
+/// (16 or a page), in a mapping of its own that ends as close after the
+/// block as the alignment allows, followed by an unmapped guard page.
+pub fn alloc(uc: &mut Uc, size: u64, align: u64, kind: Kind) -> R<u64> {
+    let size_nz = size.max(1);
+    let map_len = size_nz.div_ceil(PAGE) * PAGE;
+    let k = uc.get_data_mut();
+    let map_start = k.memory.next;
+    k.memory.next = map_start + map_len + PAGE;
+    let address = if align >= PAGE {
+        map_start
+    } else {
+        let a = align.max(16);
+        map_start + map_len - size_nz.div_ceil(a) * a
+    };
+    k.memory.blocks.insert(
+        map_start,
+        Block {
+            map_start,
+            map_len,
+            address,
+            size,
+            kind,
+            freed: false,
+        },
+    );
+    uc.mem_map(map_start, map_len, Prot::READ | Prot::WRITE)
+        .map_err(uc_err)?;
+    Ok(address)
+}
+
+/// Frees a live block handed out at `address` (its mapping goes, so a
+/// later access faults). Returns the block.
+pub fn free(uc: &mut Uc, address: u64) -> R<Block> {
+    let block = uc
+        .get_data()
+        .memory
+        .live_block(address)
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "free of {address:#x}, which is not a live block ({})",
+                uc.get_data().describe(address)
+            )
+        })?;
+    uc.mem_unmap(block.map_start, block.map_len)
+        .map_err(uc_err)?;
+    if let Some(b) = uc.get_data_mut().memory.blocks.get_mut(&block.map_start) {
+        b.freed = true;
+    }
+    Ok(block)
+}
+
+/// Maps the image: each segment with its protection.
+pub fn map_image(uc: &mut Uc, image: &crate::pe::Image) -> R<()> {
+    uc.mem_map(image.base, image.size, Prot::READ)
+        .map_err(uc_err)?;
+    for seg in &image.segments {
+        let prot = match seg.protection {
+            crate::pe::Protection::Read => Prot::READ,
+            crate::pe::Protection::ReadWrite => Prot::READ | Prot::WRITE,
+            crate::pe::Protection::ReadExecute => Prot::READ | Prot::EXEC,
+        };
+        uc.mem_write(image.base + seg.rva, &seg.bytes)
+            .map_err(uc_err)?;
+        let len = (seg.bytes.len() as u64).div_ceil(PAGE) * PAGE;
+        if len > 0 {
+            uc.mem_protect(image.base + seg.rva, len, prot)
+                .map_err(uc_err)?;
+        }
+    }
+    uc.get_data_mut().image = (image.base, image.size);
+    Ok(())
+}
+
+/// Reads argument `i` (0-based) of the routine a hook stands for: RCX, RDX,
+/// R8, R9, then the stack above the shadow space.
+pub fn arg(uc: &Uc, i: usize) -> R<u64> {
+    let reg = match i {
+        0 => RegisterX86::RCX,
+        1 => RegisterX86::RDX,
+        2 => RegisterX86::R8,
+        3 => RegisterX86::R9,
+        _ => {
+            let rsp = uc.reg_read(RegisterX86::RSP).map_err(uc_err)?;
+            return uc.r64(rsp + 8 + 8 * i as u64);
+        }
+    };
+    uc.reg_read(reg).map_err(uc_err)
+}
+
+/// Calls `function` in the driver with `args` at `irql` on `thread`, and
+/// returns RAX. Nestable: from a hook, the caller's registers are saved and
+/// restored around the call, and the callee's frame goes below the caller's
+/// stack pointer. Fails when the callee faults, breaks a model rule, or
+/// returns at another IRQL than it was called at.
+pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) -> R<u64> {
+    if let Some(f) = uc.get_data().failure.clone() {
+        return Err(f);
+    }
+    if function == 0 {
+        return Err("call through a NULL routine pointer".into());
+    }
+    let nested = uc.get_data().depth > 0;
+    let saved = if nested {
+        Some(uc.context_init().map_err(uc_err)?)
+    } else {
+        None
+    };
+    let current = if nested {
+        uc.reg_read(RegisterX86::RSP).map_err(uc_err)?
+    } else {
+        STACK_TOP
+    };
+    let slots = args.len().max(4) as u64;
+    let base = (current - 0x80 - 8 * slots) & !0xF;
+    let entry_rsp = base - 8;
+    if entry_rsp < STACK_BASE + 0x2000 {
+        return Err("the emulated kernel stack is exhausted (calls nested too deeply)".into());
+    }
+    uc.w64(entry_rsp, RETURN_TRAP)?;
+    for (i, a) in args.iter().enumerate() {
+        uc.w64(entry_rsp + 8 + 8 * i as u64, *a)?;
+    }
+    let regs = [
+        RegisterX86::RCX,
+        RegisterX86::RDX,
+        RegisterX86::R8,
+        RegisterX86::R9,
+    ];
+    for (i, reg) in regs.iter().enumerate() {
+        uc.reg_write(*reg, args.get(i).copied().unwrap_or(0))
+            .map_err(uc_err)?;
+    }
+    uc.reg_write(RegisterX86::RSP, entry_rsp).map_err(uc_err)?;
+    let (old_irql, old_thread, locks_before) = {
+        let k = uc.get_data_mut();
+        let old = (k.irql, k.thread, k.nt.spin_locks_held_by(thread));
+        k.irql = level;
+        k.thread = thread;
+        k.depth += 1;
+        old
+    };
+    let result = uc.emu_start(function, RETURN_TRAP, CALL_TIMEOUT_US, 0);
+    let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
+    let rax = uc.reg_read(RegisterX86::RAX).unwrap_or(0);
+    let (end_irql, locks_after) = {
+        let k = uc.get_data_mut();
+        k.depth -= 1;
+        let end = (k.irql, k.nt.spin_locks_held_by(thread));
+        k.irql = old_irql;
+        k.thread = old_thread;
+        end
+    };
+    if let Some(ctx) = saved {
+        uc.context_restore(&ctx).map_err(uc_err)?;
+    }
+    if let Some(f) = uc.get_data().failure.clone() {
+        return Err(f);
+    }
+    let at = uc.get_data().describe(rip);
+    result.map_err(|e| format!("emulation stopped ({e:?}) at {rip:#x} ({at})"))?;
+    if rip != RETURN_TRAP {
+        return Err(format!(
+            "the routine at {} did not return within the time limit (at {rip:#x}, {at})",
+            uc.get_data().describe(function)
+        ));
+    }
+    if end_irql != level {
+        let message = format!(
+            "{} returned at IRQL {end_irql}, but was called at IRQL {level}",
+            uc.get_data().describe(function)
+        );
+        fail(uc, message.clone());
+        return Err(message);
+    }
+    if locks_after != locks_before {
+        let message = format!(
+            "{} returned holding {} spin lock(s) it acquired",
+            uc.get_data().describe(function),
+            locks_after.saturating_sub(locks_before)
+        );
+        fail(uc, message.clone());
+        return Err(message);
+    }
+    Ok(rax)
+}
+
+/// Reads and writes of emulated memory, failing with a description of the
+/// address.
+pub trait Mem {
+    /// Reads `len` bytes.
+    fn rbytes(&self, address: u64, len: usize) -> R<Vec<u8>>;
+    /// Writes bytes.
+    fn wbytes(&mut self, address: u64, bytes: &[u8]) -> R<()>;
+
+    /// Reads a `u8`.
+    fn r8(&self, address: u64) -> R<u8> {
+        Ok(self.rbytes(address, 1)?[0])
+    }
+    /// Reads a `u16`.
+    fn r16(&self, address: u64) -> R<u16> {
+        Ok(u16::from_le_bytes(
+            self.rbytes(address, 2)?.try_into().unwrap(),
+        ))
+    }
+    /// Reads a `u32`.
+    fn r32(&self, address: u64) -> R<u32> {
+        Ok(u32::from_le_bytes(
+            self.rbytes(address, 4)?.try_into().unwrap(),
+        ))
+    }
+    /// Reads a `u64`.
+    fn r64(&self, address: u64) -> R<u64> {
+        Ok(u64::from_le_bytes(
+            self.rbytes(address, 8)?.try_into().unwrap(),
+        ))
+    }
+    /// Reads an `i64`.
+    fn ri64(&self, address: u64) -> R<i64> {
+        Ok(self.r64(address)? as i64)
+    }
+    /// Writes a `u8`.
+    fn w8(&mut self, address: u64, v: u8) -> R<()> {
+        self.wbytes(address, &[v])
+    }
+    /// Writes a `u16`.
+    fn w16(&mut self, address: u64, v: u16) -> R<()> {
+        self.wbytes(address, &v.to_le_bytes())
+    }
+    /// Writes a `u32`.
+    fn w32(&mut self, address: u64, v: u32) -> R<()> {
+        self.wbytes(address, &v.to_le_bytes())
+    }
+    /// Writes a `u64`.
+    fn w64(&mut self, address: u64, v: u64) -> R<()> {
+        self.wbytes(address, &v.to_le_bytes())
+    }
+    /// Reads a NUL-terminated byte string (at most 4096 bytes).
+    fn cstr(&self, address: u64) -> R<String> {
+        let mut out = Vec::new();
+        for i in 0..4096 {
+            let b = self.r8(address + i)?;
+            if b == 0 {
+                break;
+            }
+            out.push(b);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+    /// Reads a NUL-terminated UTF-16 string (at most 1024 units).
+    fn wstr(&self, address: u64) -> R<String> {
+        let mut out = Vec::new();
+        for i in 0..1024 {
+            let u = self.r16(address + 2 * i)?;
+            if u == 0 {
+                break;
+            }
+            out.push(u);
+        }
+        Ok(String::from_utf16_lossy(&out))
+    }
+}
+
+impl Mem for Uc<'_> {
+    fn rbytes(&self, address: u64, len: usize) -> R<Vec<u8>> {
+        self.mem_read_as_vec(address, len).map_err(|e| {
+            format!(
+                "the model could not read {len} bytes at {address:#x} ({}): {e:?}",
+                self.get_data().describe(address)
+            )
+        })
+    }
+
+    fn wbytes(&mut self, address: u64, bytes: &[u8]) -> R<()> {
+        self.mem_write(address, bytes).map_err(|e| {
+            format!(
+                "the model could not write {} bytes at {address:#x} ({}): {e:?}",
+                bytes.len(),
+                self.get_data().describe(address)
+            )
+        })
+    }
+}

@@ -1,0 +1,1008 @@
+//! The ntoskrnl model: pool (special-pool style), IRQL and spin locks,
+//! events and mutexes, timers and DPCs on virtual time, work items, QPC,
+//! DMA adapters and common buffers, contiguous memory, `DbgPrint`,
+//! `KeBugCheckEx`, and `memcpy` / `memset` with every call counted. Also
+//! the scheduler that runs DPCs, work items and KS processing.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::layout::{DeviceDescription, DmaAdapter, DmaOperations};
+use crate::machine::{self, alloc, arg, call, fail, irql, tag_str, Kind, Mem, Uc, R};
+use crate::{ks, off};
+
+/// `STATUS_SUCCESS`.
+pub const STATUS_SUCCESS: u64 = 0;
+/// `POOL_FLAG_NON_PAGED`.
+const POOL_FLAG_NON_PAGED: u64 = 0x40;
+/// `POOL_FLAG_PAGED`.
+const POOL_FLAG_PAGED: u64 = 0x100;
+/// `PAGE_READWRITE`.
+const PAGE_READWRITE: u64 = 0x04;
+/// Logical (bus) addresses of common buffers start here: distinct from
+/// every virtual address the model hands out.
+const LOGICAL_BASE: u64 = 0x0000_0000_8000_0000;
+/// Physical addresses of contiguous blocks start here.
+const PHYSICAL_BASE: u64 = 0x0000_0002_0000_0000;
+
+/// A pool block the driver allocated.
+#[derive(Clone, Debug)]
+pub struct PoolBlock {
+    /// Its tag.
+    pub tag: u32,
+    /// Requested bytes.
+    pub size: u64,
+}
+
+/// A spin lock's holder.
+#[derive(Clone, Copy, Debug)]
+pub struct Holder {
+    /// The thread that acquired it.
+    pub thread: u32,
+}
+
+/// A dispatcher object the model knows.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// A `KEVENT`.
+    Event {
+        /// Synchronization (auto-reset) rather than notification.
+        synchronization: bool,
+        /// Signalled.
+        signaled: bool,
+    },
+    /// A `KMUTEX`.
+    Mutex {
+        /// Owning thread and recursion count.
+        owner: Option<(u32, u32)>,
+    },
+}
+
+/// A `KTIMER`.
+#[derive(Clone, Debug, Default)]
+pub struct Timer {
+    /// Queued, due at this virtual time.
+    pub due: Option<i64>,
+    /// DPC to queue on expiry.
+    pub dpc: u64,
+    /// Times it expired.
+    pub expirations: u64,
+}
+
+/// A `KDPC`.
+#[derive(Clone, Debug, Default)]
+pub struct Dpc {
+    /// Routine.
+    pub routine: u64,
+    /// `DeferredContext`.
+    pub context: u64,
+    /// In the DPC queue.
+    pub queued: bool,
+    /// Times it ran.
+    pub runs: u64,
+}
+
+/// An `IO_WORKITEM`.
+#[derive(Clone, Debug, Default)]
+pub struct WorkItem {
+    /// The device object it was allocated for.
+    pub device: u64,
+    /// Queued or running.
+    pub busy: bool,
+    /// Times it ran.
+    pub runs: u64,
+}
+
+/// A common buffer handed out by the model's DMA adapter.
+#[derive(Clone, Debug)]
+pub struct CommonBuffer {
+    /// Virtual address.
+    pub va: u64,
+    /// Length the driver asked for.
+    pub len: u32,
+    /// Logical address.
+    pub logical: u64,
+    /// The adapter.
+    pub adapter: u64,
+}
+
+/// A DMA adapter the model granted.
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    /// The driver's `DEVICE_DESCRIPTION`, as read at `IoGetDmaAdapter`.
+    pub description: Vec<u8>,
+    /// Put back.
+    pub put: bool,
+}
+
+/// The ntoskrnl model's state.
+#[derive(Default)]
+pub struct State {
+    /// Live pool blocks.
+    pub pool: BTreeMap<u64, PoolBlock>,
+    /// Every pool allocation and free, by tag: (allocations, frees).
+    pub pool_by_tag: BTreeMap<u32, (u64, u64)>,
+    /// Held spin locks.
+    pub spin_locks: BTreeMap<u64, Holder>,
+    /// Dispatcher objects by address.
+    pub objects: BTreeMap<u64, Object>,
+    /// Timers by address.
+    pub timers: BTreeMap<u64, Timer>,
+    /// DPCs by address.
+    pub dpcs: BTreeMap<u64, Dpc>,
+    /// The DPC queue.
+    pub dpc_queue: VecDeque<u64>,
+    /// Work items by address.
+    pub work_items: BTreeMap<u64, WorkItem>,
+    /// The work queue: (item, routine, context).
+    pub work_queue: VecDeque<(u64, u64, u64)>,
+    /// Adapters granted.
+    pub adapters: BTreeMap<u64, Adapter>,
+    /// Live common buffers by virtual address.
+    pub common_buffers: BTreeMap<u64, CommonBuffer>,
+    /// Every common buffer ever allocated and freed: (va, len).
+    pub common_buffer_log: Vec<(&'static str, u64, u32)>,
+    /// Live contiguous blocks: virtual address → (bytes, physical).
+    pub contiguous: BTreeMap<u64, (u64, u64)>,
+    /// Every contiguous block allocated and freed: (what, va, bytes).
+    pub contiguous_log: Vec<(&'static str, u64, u64)>,
+    next_logical: u64,
+    next_physical: u64,
+    /// Lengths of every `memcpy`.
+    pub memcpy: Vec<u64>,
+    /// Lengths of every `memset`.
+    pub memset: Vec<u64>,
+    /// The bug check, if one happened.
+    pub bugcheck: Option<[u64; 5]>,
+}
+
+impl State {
+    /// How many spin locks `thread` holds.
+    #[must_use]
+    pub fn spin_locks_held_by(&self, thread: u32) -> usize {
+        self.spin_locks
+            .values()
+            .filter(|h| h.thread == thread)
+            .count()
+    }
+}
+
+fn need_at_most(uc: &Uc, level: u8) -> R<()> {
+    let now = uc.get_data().irql;
+    if now > level {
+        return Err(format!(
+            "called at IRQL {now}; the routine requires IRQL <= {level}"
+        ));
+    }
+    Ok(())
+}
+
+fn need_exactly(uc: &Uc, level: u8) -> R<()> {
+    let now = uc.get_data().irql;
+    if now != level {
+        return Err(format!(
+            "called at IRQL {now}; the routine requires IRQL {level}"
+        ));
+    }
+    Ok(())
+}
+
+/// The hooks of ntoskrnl.exe's exports, by name.
+#[must_use]
+pub fn exports() -> Vec<(&'static str, machine::HookFn)> {
+    vec![
+        ("DbgPrint", dbg_print),
+        ("ExAllocatePool2", ex_allocate_pool2),
+        ("ExFreePoolWithTag", ex_free_pool_with_tag),
+        ("IoAllocateWorkItem", io_allocate_work_item),
+        ("IoFreeWorkItem", io_free_work_item),
+        ("IoGetDmaAdapter", io_get_dma_adapter),
+        ("IoQueueWorkItem", io_queue_work_item),
+        (
+            "KeAcquireSpinLockAtDpcLevel",
+            ke_acquire_spin_lock_at_dpc_level,
+        ),
+        (
+            "KeAcquireSpinLockRaiseToDpc",
+            ke_acquire_spin_lock_raise_to_dpc,
+        ),
+        ("KeBugCheckEx", ke_bug_check_ex),
+        ("KeCancelTimer", ke_cancel_timer),
+        ("KeClearEvent", ke_clear_event),
+        ("KeFlushQueuedDpcs", ke_flush_queued_dpcs),
+        ("KeInitializeDpc", ke_initialize_dpc),
+        ("KeInitializeEvent", ke_initialize_event),
+        ("KeInitializeMutex", ke_initialize_mutex),
+        ("KeInitializeTimerEx", ke_initialize_timer_ex),
+        ("KeQueryPerformanceCounter", ke_query_performance_counter),
+        ("KeReleaseMutex", ke_release_mutex),
+        ("KeReleaseSpinLock", ke_release_spin_lock),
+        (
+            "KeReleaseSpinLockFromDpcLevel",
+            ke_release_spin_lock_from_dpc_level,
+        ),
+        ("KeSetEvent", ke_set_event),
+        ("KeSetTimer", ke_set_timer),
+        ("KeWaitForSingleObject", ke_wait_for_single_object),
+        (
+            "MmAllocateContiguousNodeMemory",
+            mm_allocate_contiguous_node_memory,
+        ),
+        ("MmFreeContiguousMemory", mm_free_contiguous_memory),
+        ("MmGetPhysicalAddress", mm_get_physical_address),
+        ("memcpy", memcpy),
+        ("memset", memset),
+    ]
+}
+
+// --- Debug output and bug checks ---------------------------------------------
+
+fn dbg_print(uc: &mut Uc) -> R<u64> {
+    let format = uc.cstr(arg(uc, 0)?)?;
+    let mut out = String::new();
+    let mut next = 1;
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = String::new();
+        while let Some(&d) = chars.peek() {
+            chars.next();
+            spec.push(d);
+            if d.is_ascii_alphabetic() && d != 'l' && d != 'I' && d != 'h' {
+                break;
+            }
+        }
+        if spec == "%" {
+            out.push('%');
+            continue;
+        }
+        let value = arg(uc, next)?;
+        next += 1;
+        match spec.chars().last() {
+            Some('s') => out.push_str(&uc.cstr(value)?),
+            Some('d' | 'i') => out.push_str(&(value as i64 as i32).to_string()),
+            Some('u') => out.push_str(&(value as u32).to_string()),
+            Some('x' | 'X') => out.push_str(&format!("{:x}", value as u32)),
+            _ => out.push_str(&format!("{value:#x}")),
+        }
+    }
+    uc.get_data_mut().log.push(out);
+    Ok(STATUS_SUCCESS)
+}
+
+fn ke_bug_check_ex(uc: &mut Uc) -> R<u64> {
+    let mut code = [0u64; 5];
+    for (i, c) in code.iter_mut().enumerate() {
+        *c = arg(uc, i)?;
+    }
+    uc.get_data_mut().nt.bugcheck = Some(code);
+    Err(format!(
+        "KeBugCheckEx({:#x}, {:#x}, {:#x}, {:#x}, {:#x}): the driver bug-checked the machine (a Rust panic ends here)",
+        code[0], code[1], code[2], code[3], code[4]
+    ))
+}
+
+// --- Pool --------------------------------------------------------------------
+
+fn ex_allocate_pool2(uc: &mut Uc) -> R<u64> {
+    let (flags, size, tag) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)? as u32);
+    need_at_most(uc, irql::DISPATCH)?;
+    if flags & POOL_FLAG_PAGED != 0 && uc.get_data().irql >= irql::DISPATCH {
+        return Err("paged pool requested at DISPATCH_LEVEL".into());
+    }
+    if flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_PAGED) == 0 {
+        return Err(format!("pool flags {flags:#x} name no pool type"));
+    }
+    if tag == 0 {
+        return Err("pool tag 0".into());
+    }
+    let address = alloc(uc, size, 16, Kind::Pool { tag })?;
+    let nt = &mut uc.get_data_mut().nt;
+    nt.pool.insert(address, PoolBlock { tag, size });
+    nt.pool_by_tag.entry(tag).or_default().0 += 1;
+    Ok(address)
+}
+
+fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
+    let (address, tag) = (arg(uc, 0)?, arg(uc, 1)? as u32);
+    need_at_most(uc, irql::DISPATCH)?;
+    let Some(block) = uc.get_data().nt.pool.get(&address).cloned() else {
+        return Err(format!(
+            "ExFreePoolWithTag of {address:#x}, which is not a live pool block ({}): a double free or a foreign pointer",
+            uc.get_data().describe(address)
+        ));
+    };
+    if block.tag != tag {
+        return Err(format!(
+            "block {address:#x} was allocated with tag {:?} and freed with tag {:?}",
+            tag_str(block.tag),
+            tag_str(tag)
+        ));
+    }
+    if let Some((lock, _)) = uc
+        .get_data()
+        .nt
+        .spin_locks
+        .range(address..address + block.size.max(1))
+        .next()
+    {
+        return Err(format!(
+            "pool block {address:#x} freed while the spin lock at {lock:#x} inside it is held"
+        ));
+    }
+    machine::free(uc, address)?;
+    let nt = &mut uc.get_data_mut().nt;
+    nt.pool.remove(&address);
+    nt.pool_by_tag.entry(tag).or_default().1 += 1;
+    Ok(0)
+}
+
+// --- Spin locks ----------------------------------------------------------------
+
+fn acquire(uc: &mut Uc, lock: u64) -> R<()> {
+    let thread = uc.get_data().thread;
+    if let Some(h) = uc.get_data().nt.spin_locks.get(&lock) {
+        return Err(format!(
+            "spin lock {lock:#x} acquired while already held (by thread {}): a deadlock",
+            h.thread
+        ));
+    }
+    uc.get_data_mut()
+        .nt
+        .spin_locks
+        .insert(lock, Holder { thread });
+    Ok(())
+}
+
+fn release(uc: &mut Uc, lock: u64) -> R<()> {
+    let thread = uc.get_data().thread;
+    match uc.get_data().nt.spin_locks.get(&lock) {
+        None => Err(format!("spin lock {lock:#x} released but not held")),
+        Some(h) if h.thread != thread => Err(format!(
+            "spin lock {lock:#x} released by thread {thread} but held by thread {}",
+            h.thread
+        )),
+        Some(_) => {
+            uc.get_data_mut().nt.spin_locks.remove(&lock);
+            Ok(())
+        }
+    }
+}
+
+fn ke_acquire_spin_lock_raise_to_dpc(uc: &mut Uc) -> R<u64> {
+    let lock = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    acquire(uc, lock)?;
+    let k = uc.get_data_mut();
+    let old = k.irql;
+    k.irql = irql::DISPATCH;
+    Ok(u64::from(old))
+}
+
+fn ke_release_spin_lock(uc: &mut Uc) -> R<u64> {
+    let (lock, new_irql) = (arg(uc, 0)?, arg(uc, 1)? as u8);
+    need_exactly(uc, irql::DISPATCH)?;
+    if new_irql > irql::DISPATCH {
+        return Err(format!("KeReleaseSpinLock to IRQL {new_irql}"));
+    }
+    release(uc, lock)?;
+    uc.get_data_mut().irql = new_irql;
+    Ok(0)
+}
+
+fn ke_acquire_spin_lock_at_dpc_level(uc: &mut Uc) -> R<u64> {
+    let lock = arg(uc, 0)?;
+    need_exactly(uc, irql::DISPATCH)?;
+    acquire(uc, lock)?;
+    Ok(0)
+}
+
+fn ke_release_spin_lock_from_dpc_level(uc: &mut Uc) -> R<u64> {
+    let lock = arg(uc, 0)?;
+    need_exactly(uc, irql::DISPATCH)?;
+    release(uc, lock)?;
+    Ok(0)
+}
+
+// --- Events and mutexes ----------------------------------------------------------
+
+fn ke_initialize_event(uc: &mut Uc) -> R<u64> {
+    let (event, kind, state) = (arg(uc, 0)?, arg(uc, 1)? as u32, arg(uc, 2)? as u8);
+    let synchronization = match kind {
+        0 => false,
+        1 => true,
+        other => return Err(format!("event type {other}")),
+    };
+    uc.get_data_mut().nt.objects.insert(
+        event,
+        Object::Event {
+            synchronization,
+            signaled: state != 0,
+        },
+    );
+    Ok(0)
+}
+
+fn event_mut<'u>(uc: &'u mut Uc<'_>, event: u64) -> R<&'u mut bool> {
+    match uc.get_data_mut().nt.objects.get_mut(&event) {
+        Some(Object::Event { signaled, .. }) => Ok(signaled),
+        _ => Err(format!("{event:#x} is not an initialised event")),
+    }
+}
+
+fn ke_set_event(uc: &mut Uc) -> R<u64> {
+    let event = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    let signaled = event_mut(uc, event)?;
+    let previous = *signaled;
+    *signaled = true;
+    Ok(u64::from(previous))
+}
+
+fn ke_clear_event(uc: &mut Uc) -> R<u64> {
+    let event = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    *event_mut(uc, event)? = false;
+    Ok(0)
+}
+
+fn ke_initialize_mutex(uc: &mut Uc) -> R<u64> {
+    let mutex = arg(uc, 0)?;
+    uc.get_data_mut()
+        .nt
+        .objects
+        .insert(mutex, Object::Mutex { owner: None });
+    Ok(0)
+}
+
+fn ke_release_mutex(uc: &mut Uc) -> R<u64> {
+    let mutex = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    let thread = uc.get_data().thread;
+    match uc.get_data_mut().nt.objects.get_mut(&mutex) {
+        Some(Object::Mutex { owner }) => match *owner {
+            Some((t, n)) if t == thread => {
+                *owner = if n > 1 { Some((t, n - 1)) } else { None };
+                Ok(0)
+            }
+            Some((t, _)) => Err(format!(
+                "mutex {mutex:#x} released by thread {thread} but owned by thread {t}"
+            )),
+            None => Err(format!("mutex {mutex:#x} released but not owned")),
+        },
+        _ => Err(format!("{mutex:#x} is not an initialised mutex")),
+    }
+}
+
+fn ke_wait_for_single_object(uc: &mut Uc) -> R<u64> {
+    let (object, timeout) = (arg(uc, 0)?, arg(uc, 4)?);
+    if timeout != 0 && uc.r64(timeout)? == 0 {
+        need_at_most(uc, irql::DISPATCH)?;
+    } else {
+        need_at_most(uc, irql::APC)?;
+    }
+    let thread = uc.get_data().thread;
+    loop {
+        let ready = match uc.get_data_mut().nt.objects.get_mut(&object) {
+            Some(Object::Event {
+                synchronization,
+                signaled,
+            }) => {
+                let ready = *signaled;
+                if ready && *synchronization {
+                    *signaled = false;
+                }
+                ready
+            }
+            Some(Object::Mutex { owner }) => match *owner {
+                None => {
+                    *owner = Some((thread, 1));
+                    true
+                }
+                Some((t, n)) if t == thread => {
+                    *owner = Some((t, n + 1));
+                    true
+                }
+                Some(_) => false,
+            },
+            None => {
+                return Err(format!(
+                    "wait on {object:#x}, which is not an initialised object"
+                ))
+            }
+        };
+        if ready {
+            return Ok(STATUS_SUCCESS);
+        }
+        if timeout != 0 && uc.r64(timeout)? == 0 {
+            return Ok(0x102); // STATUS_TIMEOUT
+        }
+        // Let the rest of the system run (DPCs, work items, KS workers);
+        // if nothing can, nothing will ever signal the object.
+        if !run_one(uc)? {
+            return Err(format!(
+                "thread {thread} waits for {object:#x}, which nothing left to run can signal: a deadlock"
+            ));
+        }
+    }
+}
+
+// --- Timers and DPCs ------------------------------------------------------------------
+
+fn ke_initialize_timer_ex(uc: &mut Uc) -> R<u64> {
+    let timer = arg(uc, 0)?;
+    uc.get_data_mut().nt.timers.insert(timer, Timer::default());
+    Ok(0)
+}
+
+fn ke_set_timer(uc: &mut Uc) -> R<u64> {
+    let (timer, due, dpc) = (arg(uc, 0)?, arg(uc, 1)? as i64, arg(uc, 2)?);
+    need_at_most(uc, irql::DISPATCH)?;
+    let now = uc.get_data().now;
+    if dpc != 0 && !uc.get_data().nt.dpcs.contains_key(&dpc) {
+        return Err(format!("KeSetTimer with an uninitialised DPC {dpc:#x}"));
+    }
+    let at = if due < 0 {
+        now.saturating_sub(due)
+    } else {
+        due.max(now)
+    };
+    let t = uc
+        .get_data_mut()
+        .nt
+        .timers
+        .get_mut(&timer)
+        .ok_or_else(|| format!("KeSetTimer on an uninitialised timer {timer:#x}"))?;
+    let was_queued = t.due.is_some();
+    t.due = Some(at);
+    t.dpc = dpc;
+    Ok(u64::from(was_queued))
+}
+
+fn ke_cancel_timer(uc: &mut Uc) -> R<u64> {
+    let timer = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    let t = uc
+        .get_data_mut()
+        .nt
+        .timers
+        .get_mut(&timer)
+        .ok_or_else(|| format!("KeCancelTimer on an uninitialised timer {timer:#x}"))?;
+    Ok(u64::from(t.due.take().is_some()))
+}
+
+fn ke_initialize_dpc(uc: &mut Uc) -> R<u64> {
+    let (dpc, routine, context) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
+    uc.get_data_mut().nt.dpcs.insert(
+        dpc,
+        Dpc {
+            routine,
+            context,
+            ..Dpc::default()
+        },
+    );
+    Ok(0)
+}
+
+fn ke_flush_queued_dpcs(uc: &mut Uc) -> R<u64> {
+    need_exactly(uc, irql::PASSIVE)?;
+    while let Some(dpc) = uc.get_data_mut().nt.dpc_queue.pop_front() {
+        run_dpc(uc, dpc)?;
+    }
+    Ok(0)
+}
+
+fn ke_query_performance_counter(uc: &mut Uc) -> R<u64> {
+    let frequency = arg(uc, 0)?;
+    if frequency != 0 {
+        uc.w64(frequency, 10_000_000)?;
+    }
+    Ok(uc.get_data().now as u64)
+}
+
+// --- Work items -------------------------------------------------------------------------
+
+fn io_allocate_work_item(uc: &mut Uc) -> R<u64> {
+    let device = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    if device == 0 {
+        return Err("IoAllocateWorkItem for a NULL device object".into());
+    }
+    let item = alloc(uc, 0x58, 16, Kind::Model("IO_WORKITEM"))?;
+    uc.get_data_mut().nt.work_items.insert(
+        item,
+        WorkItem {
+            device,
+            ..WorkItem::default()
+        },
+    );
+    Ok(item)
+}
+
+fn io_queue_work_item(uc: &mut Uc) -> R<u64> {
+    let (item, routine, queue, context) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?, arg(uc, 3)?);
+    need_at_most(uc, irql::DISPATCH)?;
+    if queue > 2 {
+        return Err(format!("work queue type {queue}"));
+    }
+    let w = uc
+        .get_data_mut()
+        .nt
+        .work_items
+        .get_mut(&item)
+        .ok_or_else(|| format!("IoQueueWorkItem of {item:#x}, which is not a live work item"))?;
+    if w.busy {
+        return Err(format!(
+            "work item {item:#x} queued while already queued or running"
+        ));
+    }
+    w.busy = true;
+    uc.get_data_mut()
+        .nt
+        .work_queue
+        .push_back((item, routine, context));
+    Ok(0)
+}
+
+fn io_free_work_item(uc: &mut Uc) -> R<u64> {
+    let item = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    match uc.get_data().nt.work_items.get(&item) {
+        None => {
+            return Err(format!(
+                "IoFreeWorkItem of {item:#x}, which is not a live work item"
+            ))
+        }
+        Some(w) if w.busy => {
+            return Err(format!("work item {item:#x} freed while queued or running"))
+        }
+        Some(_) => {}
+    }
+    uc.get_data_mut().nt.work_items.remove(&item);
+    machine::free(uc, item)?;
+    Ok(0)
+}
+
+// --- DMA ----------------------------------------------------------------------------------
+
+fn io_get_dma_adapter(uc: &mut Uc) -> R<u64> {
+    let (pdo, description, map_registers) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
+    need_exactly(uc, irql::PASSIVE)?;
+    if pdo == 0 || pdo != uc.get_data().ks.pdo {
+        return Err(format!(
+            "IoGetDmaAdapter for {pdo:#x}, which is not the device's PDO"
+        ));
+    }
+    let bytes = uc.rbytes(
+        description,
+        crate::layout::size::<DeviceDescription>() as usize,
+    )?;
+    if !uc.get_data().config.dma_adapter {
+        return Ok(0);
+    }
+    let operations = alloc(
+        uc,
+        crate::layout::size::<DmaOperations>(),
+        16,
+        Kind::Model("DMA_OPERATIONS"),
+    )?;
+    let put = machine::add_hook(uc, "DMA_OPERATIONS.PutDmaAdapter", put_dma_adapter);
+    let allocate = machine::add_hook(
+        uc,
+        "DMA_OPERATIONS.AllocateCommonBuffer",
+        allocate_common_buffer,
+    );
+    let free = machine::add_hook(uc, "DMA_OPERATIONS.FreeCommonBuffer", free_common_buffer);
+    uc.w32(operations + off!(DmaOperations, size), 128)?;
+    uc.w64(operations + off!(DmaOperations, put_dma_adapter), put)?;
+    uc.w64(
+        operations + off!(DmaOperations, allocate_common_buffer),
+        allocate,
+    )?;
+    uc.w64(operations + off!(DmaOperations, free_common_buffer), free)?;
+    let adapter = alloc(
+        uc,
+        crate::layout::size::<DmaAdapter>(),
+        16,
+        Kind::Model("DMA_ADAPTER"),
+    )?;
+    uc.w16(adapter + off!(DmaAdapter, version), 1)?;
+    uc.w16(adapter + off!(DmaAdapter, size), 16)?;
+    uc.w64(adapter + off!(DmaAdapter, dma_operations), operations)?;
+    if map_registers != 0 {
+        uc.w32(map_registers, 16)?;
+    }
+    uc.get_data_mut().nt.adapters.insert(
+        adapter,
+        Adapter {
+            description: bytes,
+            put: false,
+        },
+    );
+    Ok(adapter)
+}
+
+fn live_adapter(uc: &Uc, adapter: u64) -> R<()> {
+    match uc.get_data().nt.adapters.get(&adapter) {
+        Some(a) if !a.put => Ok(()),
+        Some(_) => Err(format!("adapter {adapter:#x} used after PutDmaAdapter")),
+        None => Err(format!("{adapter:#x} is not a DMA adapter")),
+    }
+}
+
+fn put_dma_adapter(uc: &mut Uc) -> R<u64> {
+    let adapter = arg(uc, 0)?;
+    need_at_most(uc, irql::DISPATCH)?;
+    live_adapter(uc, adapter)?;
+    let outstanding = uc
+        .get_data()
+        .nt
+        .common_buffers
+        .values()
+        .filter(|b| b.adapter == adapter)
+        .count();
+    if outstanding > 0 {
+        return Err(format!(
+            "PutDmaAdapter with {outstanding} common buffer(s) of the adapter still allocated"
+        ));
+    }
+    if let Some(a) = uc.get_data_mut().nt.adapters.get_mut(&adapter) {
+        a.put = true;
+    }
+    Ok(0)
+}
+
+fn allocate_common_buffer(uc: &mut Uc) -> R<u64> {
+    let (adapter, length, logical, _cached) =
+        (arg(uc, 0)?, arg(uc, 1)? as u32, arg(uc, 2)?, arg(uc, 3)?);
+    need_exactly(uc, irql::PASSIVE)?;
+    live_adapter(uc, adapter)?;
+    if length == 0 || logical == 0 {
+        return Err("AllocateCommonBuffer of 0 bytes or without a logical-address pointer".into());
+    }
+    let va = alloc(uc, u64::from(length), machine::PAGE, Kind::CommonBuffer)?;
+    let nt = &mut uc.get_data_mut().nt;
+    let logical_address = LOGICAL_BASE + nt.next_logical;
+    nt.next_logical += u64::from(length).div_ceil(machine::PAGE) * machine::PAGE + machine::PAGE;
+    nt.common_buffers.insert(
+        va,
+        CommonBuffer {
+            va,
+            len: length,
+            logical: logical_address,
+            adapter,
+        },
+    );
+    nt.common_buffer_log.push(("allocate", va, length));
+    uc.w64(logical, logical_address)?;
+    Ok(va)
+}
+
+fn free_common_buffer(uc: &mut Uc) -> R<u64> {
+    let (adapter, length, logical, va) =
+        (arg(uc, 0)?, arg(uc, 1)? as u32, arg(uc, 2)?, arg(uc, 3)?);
+    need_exactly(uc, irql::PASSIVE)?;
+    live_adapter(uc, adapter)?;
+    let Some(b) = uc.get_data().nt.common_buffers.get(&va).cloned() else {
+        return Err(format!(
+            "FreeCommonBuffer of {va:#x}, which is not a live common buffer"
+        ));
+    };
+    if b.len != length || b.logical != logical || b.adapter != adapter {
+        return Err(format!(
+            "FreeCommonBuffer({va:#x}, {length} bytes, logical {logical:#x}) of a buffer allocated as {} bytes at logical {:#x}",
+            b.len, b.logical
+        ));
+    }
+    machine::free(uc, va)?;
+    let nt = &mut uc.get_data_mut().nt;
+    nt.common_buffers.remove(&va);
+    nt.common_buffer_log.push(("free", va, length));
+    Ok(0)
+}
+
+fn mm_allocate_contiguous_node_memory(uc: &mut Uc) -> R<u64> {
+    let (bytes, low, high, boundary, protect) = (
+        arg(uc, 0)?,
+        arg(uc, 1)?,
+        arg(uc, 2)?,
+        arg(uc, 3)?,
+        arg(uc, 4)?,
+    );
+    need_at_most(uc, irql::DISPATCH)?;
+    if protect & 0xFF != PAGE_READWRITE {
+        return Err(format!(
+            "contiguous memory with protection {protect:#x}, not PAGE_READWRITE"
+        ));
+    }
+    if bytes == 0 || low > high || boundary != 0 && boundary < bytes {
+        return Err(format!(
+            "MmAllocateContiguousNodeMemory({bytes}, {low:#x}, {high:#x}, {boundary:#x})"
+        ));
+    }
+    let va = alloc(uc, bytes, machine::PAGE, Kind::Contiguous)?;
+    let nt = &mut uc.get_data_mut().nt;
+    let physical = PHYSICAL_BASE + nt.next_physical;
+    nt.next_physical += bytes.div_ceil(machine::PAGE) * machine::PAGE;
+    nt.contiguous.insert(va, (bytes, physical));
+    nt.contiguous_log.push(("allocate", va, bytes));
+    Ok(va)
+}
+
+fn mm_free_contiguous_memory(uc: &mut Uc) -> R<u64> {
+    let va = arg(uc, 0)?;
+    need_exactly(uc, irql::PASSIVE)?;
+    let Some((bytes, _)) = uc.get_data().nt.contiguous.get(&va).copied() else {
+        return Err(format!(
+            "MmFreeContiguousMemory of {va:#x}, which is not a live contiguous block"
+        ));
+    };
+    machine::free(uc, va)?;
+    let nt = &mut uc.get_data_mut().nt;
+    nt.contiguous.remove(&va);
+    nt.contiguous_log.push(("free", va, bytes));
+    Ok(0)
+}
+
+fn mm_get_physical_address(uc: &mut Uc) -> R<u64> {
+    let va = arg(uc, 0)?;
+    let found = uc
+        .get_data()
+        .nt
+        .contiguous
+        .range(..=va)
+        .next_back()
+        .filter(|(start, (bytes, _))| va < **start + *bytes)
+        .map(|(start, (_, physical))| physical + (va - start));
+    found.ok_or_else(|| format!("MmGetPhysicalAddress of {va:#x}, outside every contiguous block"))
+}
+
+// --- memcpy / memset ----------------------------------------------------------------------
+
+fn memcpy(uc: &mut Uc) -> R<u64> {
+    let (dst, src, len) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
+    if len > 0 {
+        let bytes = uc.rbytes(src, len as usize)?;
+        let (lo, hi) = (src.min(dst), src.max(dst));
+        if hi < lo + len {
+            return Err(format!(
+                "memcpy of {len} bytes between overlapping {src:#x} and {dst:#x}"
+            ));
+        }
+        uc.wbytes(dst, &bytes)?;
+    }
+    uc.get_data_mut().nt.memcpy.push(len);
+    Ok(dst)
+}
+
+fn memset(uc: &mut Uc) -> R<u64> {
+    let (dst, value, len) = (arg(uc, 0)?, arg(uc, 1)? as u8, arg(uc, 2)?);
+    if len > 0 {
+        uc.wbytes(dst, &vec![value; len as usize])?;
+    }
+    uc.get_data_mut().nt.memset.push(len);
+    Ok(dst)
+}
+
+// --- The scheduler --------------------------------------------------------------------------
+
+fn run_dpc(uc: &mut Uc, dpc: u64) -> R<()> {
+    let (routine, context) = {
+        let d = uc
+            .get_data_mut()
+            .nt
+            .dpcs
+            .get_mut(&dpc)
+            .ok_or_else(|| format!("queued DPC {dpc:#x} is not initialised"))?;
+        d.queued = false;
+        d.runs += 1;
+        (d.routine, d.context)
+    };
+    let thread = uc.get_data().thread;
+    let now = uc.get_data().now as u64;
+    call(
+        uc,
+        routine,
+        &[dpc, context, now, now >> 32],
+        irql::DISPATCH,
+        thread,
+    )?;
+    Ok(())
+}
+
+fn run_work_item(uc: &mut Uc, item: u64, routine: u64, context: u64) -> R<()> {
+    let device = uc
+        .get_data()
+        .nt
+        .work_items
+        .get(&item)
+        .map(|w| w.device)
+        .ok_or_else(|| format!("queued work item {item:#x} was freed"))?;
+    let thread = uc.get_data_mut().new_thread();
+    call(uc, routine, &[device, context], irql::PASSIVE, thread)?;
+    if let Some(w) = uc.get_data_mut().nt.work_items.get_mut(&item) {
+        w.busy = false;
+        w.runs += 1;
+    }
+    Ok(())
+}
+
+/// Runs one thing that is ready: a queued DPC, else a queued work item,
+/// else a pin's pending processing. Only from PASSIVE_LEVEL. Returns
+/// whether something ran.
+pub fn run_one(uc: &mut Uc) -> R<bool> {
+    if uc.get_data().irql != irql::PASSIVE {
+        return Ok(false);
+    }
+    if let Some(dpc) = uc.get_data_mut().nt.dpc_queue.pop_front() {
+        run_dpc(uc, dpc)?;
+        return Ok(true);
+    }
+    if let Some((item, routine, context)) = uc.get_data_mut().nt.work_queue.pop_front() {
+        run_work_item(uc, item, routine, context)?;
+        return Ok(true);
+    }
+    ks::run_processing(uc)
+}
+
+/// Runs everything ready now.
+pub fn run_ready(uc: &mut Uc) -> R<()> {
+    let mut budget = 1_000_000;
+    while run_one(uc)? {
+        budget -= 1;
+        if budget == 0 {
+            return Err(
+                "a million scheduler steps without virtual time passing: a livelock".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Lets virtual time pass up to `until`: every timer that falls due
+/// expires in order (its DPC queued and run), and everything ready runs
+/// after each expiry.
+pub fn advance_to(uc: &mut Uc, until: i64) -> R<()> {
+    run_ready(uc)?;
+    loop {
+        let next = uc
+            .get_data()
+            .nt
+            .timers
+            .iter()
+            .filter_map(|(a, t)| t.due.map(|d| (d, *a)))
+            .min();
+        match next {
+            Some((due, timer)) if due <= until => {
+                let k = uc.get_data_mut();
+                k.now = k.now.max(due);
+                let dpc = {
+                    let t = k.nt.timers.get_mut(&timer).unwrap();
+                    t.due = None;
+                    t.expirations += 1;
+                    t.dpc
+                };
+                if dpc != 0 {
+                    let d = k.nt.dpcs.get_mut(&dpc).unwrap();
+                    if !d.queued {
+                        d.queued = true;
+                        k.nt.dpc_queue.push_back(dpc);
+                    }
+                }
+                run_ready(uc)?;
+            }
+            _ => break,
+        }
+    }
+    let k = uc.get_data_mut();
+    k.now = k.now.max(until);
+    run_ready(uc)
+}
+
+/// Fails the machine with `message` (for checks made outside a hook).
+pub fn violation(uc: &mut Uc, message: String) -> String {
+    fail(uc, message.clone());
+    message
+}
