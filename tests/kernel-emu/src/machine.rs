@@ -367,6 +367,16 @@ pub fn add_hook(uc: &mut Uc, name: &str, f: HookFn) -> u64 {
     THUNK_BASE + index * THUNK_STRIDE
 }
 
+/// The stub address of the hook named `name` (`dll!routine` for imports).
+#[must_use]
+pub fn hook_address(uc: &Uc, name: &str) -> Option<u64> {
+    uc.get_data()
+        .hooks
+        .iter()
+        .position(|h| h.name == name)
+        .map(|i| THUNK_BASE + i as u64 * THUNK_STRIDE)
+}
+
 /// Allocates model memory: `size` bytes (at least one), zeroed, `align`ed
 /// (16 or a page), in a mapping of its own that ends as close after the
 /// block as the alignment allows, followed by an unmapped guard page.

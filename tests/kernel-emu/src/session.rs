@@ -53,8 +53,12 @@ pub struct Driver {
 
 /// The driver's image, or a failure naming the missing file.
 pub fn read_sys() -> R<Vec<u8>> {
-    let path = repo_root().join(SYS_PATH);
-    std::fs::read(&path).map_err(|e| {
+    read_sys_from(&repo_root().join(SYS_PATH))
+}
+
+/// The image at `path`, or a failure that says how to build it.
+pub fn read_sys_from(path: &std::path::Path) -> R<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
         format!(
             "{} is missing ({e}): run scripts/cross-build.sh first (the README's test command does)",
             path.display()
@@ -67,17 +71,25 @@ impl Driver {
     /// applied, every import bound to its model (an import without one
     /// fails here, naming it).
     pub fn load(config: Config) -> R<Driver> {
-        let data = read_sys()?;
-        let mut image = Image::load(&data, machine::IMAGE_BASE)?;
+        Driver::load_with(config, &read_sys()?, &nt::exports(), &ks::exports())
+    }
+
+    /// Loads `data` with the given models of ntoskrnl's and ks.sys's
+    /// exports (a test can leave one out to see the load refused).
+    pub fn load_with(
+        config: Config,
+        data: &[u8],
+        nt_exports: &[(&'static str, machine::HookFn)],
+        ks_exports: &[(&'static str, machine::HookFn)],
+    ) -> R<Driver> {
+        let mut image = Image::load(data, machine::IMAGE_BASE)?;
         let mut uc = new_machine(config)?;
-        let nt_exports = nt::exports();
-        let ks_exports = ks::exports();
         let mut imports = Vec::new();
         let mut missing = Vec::new();
         for import in image.imports.clone() {
             let table = match import.dll.to_ascii_lowercase().as_str() {
-                "ntoskrnl.exe" => &nt_exports,
-                "ks.sys" => &ks_exports,
+                "ntoskrnl.exe" => nt_exports,
+                "ks.sys" => ks_exports,
                 _ => {
                     missing.push(format!("{}!{}", import.dll, import.name));
                     continue;
