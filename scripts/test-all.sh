@@ -5,7 +5,10 @@
 #   3. loom model checks of the frame pool (--cfg loom);
 #   4. the host simulator end to end, its y4m output checked frame by frame;
 #   5. the Linux cross-build of avscap.sys and its PE/import check
-#      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop).
+#      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
+#   6. the emulated kernel: that avscap.sys executed on unicorn against
+#      models of ntoskrnl and ks.sys (tests/kernel-emu, a separate
+#      GPL-2.0-or-later crate; needs cmake, installed here when missing).
 # Installs what it needs (rustup components, apt packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +64,19 @@ if [ "${AVSCAP_SKIP_CROSS:-0}" != 1 ]; then
     step "cross-build avscap.sys and check it"
     bash scripts/cross-build.sh --clippy
 fi
+
+step "emulated kernel (tests/kernel-emu): avscap.sys on models of ntoskrnl and ks.sys"
+if ! command -v cmake >/dev/null; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    echo "installing: cmake (unicorn's build)" >&2
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends cmake >/dev/null
+fi
+emu=(--manifest-path tests/kernel-emu/Cargo.toml)
+cargo fmt "${emu[@]}" --check
+CARGO_TARGET_DIR=target/kernel-emu cargo clippy "${emu[@]}" --all-targets -- -D warnings
+CARGO_TARGET_DIR=target/kernel-emu cargo test "${emu[@]}" 2>&1 | tee -a "$results"
 
 step "all checks passed"
 # One closing line over every test binary above (the simulator and

@@ -520,7 +520,7 @@ pub struct UnicodeString {
 
 #[cfg(test)]
 mod tests {
-    //! Appendix A of the brief, line by line (x86_64).
+    //! Appendix A of the brief, line by line (`x86_64`).
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
 

@@ -24,7 +24,7 @@ pub type Uc<'a> = Unicorn<'a, Kernel>;
 /// returns the value for RAX.
 pub type HookFn = fn(&mut Uc) -> R<u64>;
 
-/// Where the image is mapped (its preferred base is 0x1_8000_0000, so
+/// Where the image is mapped (its preferred base is `0x1_8000_0000`, so
 /// every base relocation is applied).
 pub const IMAGE_BASE: u64 = 0x0000_0001_4000_0000;
 /// One 16-byte `ret` stub per hook.

@@ -5,6 +5,7 @@
 //! the scheduler that runs DPCs, work items and KS processing.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 
 use crate::layout::{DeviceDescription, DmaAdapter, DmaOperations};
 use crate::machine::{self, alloc, arg, call, fail, irql, tag_str, Kind, Mem, Uc, R};
@@ -264,8 +265,12 @@ fn dbg_print(uc: &mut Uc) -> R<u64> {
             Some('s') => out.push_str(&uc.cstr(value)?),
             Some('d' | 'i') => out.push_str(&(value as i64 as i32).to_string()),
             Some('u') => out.push_str(&(value as u32).to_string()),
-            Some('x' | 'X') => out.push_str(&format!("{:x}", value as u32)),
-            _ => out.push_str(&format!("{value:#x}")),
+            Some('x' | 'X') => {
+                let _ = write!(out, "{:x}", value as u32);
+            }
+            _ => {
+                let _ = write!(out, "{value:#x}");
+            }
         }
     }
     uc.get_data_mut().log.push(out);
@@ -332,8 +337,21 @@ fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
             "pool block {address:#x} freed while the spin lock at {lock:#x} inside it is held"
         ));
     }
+    let range = address..address + block.size.max(1);
+    let nt = &uc.get_data().nt;
+    if let Some((timer, _)) = nt.timers.range(range.clone()).find(|(_, t)| t.due.is_some()) {
+        return Err(format!(
+            "pool block {address:#x} freed while the timer at {timer:#x} inside it is queued (Driver Verifier: a timer in freed pool)"
+        ));
+    }
+    if let Some((dpc, _)) = nt.dpcs.range(range.clone()).find(|(_, d)| d.queued) {
+        return Err(format!("pool block {address:#x} freed while the DPC at {dpc:#x} inside it is queued"));
+    }
     machine::free(uc, address)?;
     let nt = &mut uc.get_data_mut().nt;
+    nt.timers.retain(|a, _| !range.contains(a));
+    nt.dpcs.retain(|a, _| !range.contains(a));
+    nt.objects.retain(|a, _| !range.contains(a));
     nt.pool.remove(&address);
     nt.pool_by_tag.entry(tag).or_default().1 += 1;
     Ok(0)

@@ -75,6 +75,7 @@ impl Image {
     ///
     /// # Errors
     /// A message naming what is malformed or unsupported.
+    #[allow(clippy::too_many_lines)] // one pass over the PE, in the loader's order
     pub fn load(data: &[u8], base: u64) -> Result<Image, String> {
         let pe = PeFile64::parse(data).map_err(|e| format!("not a PE32+ image: {e}"))?;
         let nt = pe.nt_headers();

@@ -177,7 +177,7 @@ impl Driver {
         self.uc.r64(dispatch + offset)
     }
 
-    /// The PnP manager's AddDevice: AVStream creates the FDO and the
+    /// The PnP manager's `AddDevice`: AVStream creates the FDO and the
     /// `KSDEVICE`, then calls the driver's Add.
     pub fn add_device(&mut self) -> R<()> {
         let add = self.device_routine(off!(KsDeviceDispatch, add))?;
@@ -207,7 +207,7 @@ impl Driver {
         Ok(())
     }
 
-    /// IRP_MN_START_DEVICE (no resources: a root-enumerated device).
+    /// `IRP_MN_START_DEVICE` (no resources: a root-enumerated device).
     pub fn start_device(&mut self) -> R<u32> {
         let start = self.device_routine(off!(KsDeviceDispatch, start))?;
         let irp = self.irp(0)?;
@@ -220,19 +220,19 @@ impl Driver {
         Ok(status)
     }
 
-    /// IRP_MN_STOP_DEVICE.
+    /// `IRP_MN_STOP_DEVICE`.
     pub fn stop_device(&mut self) -> R<()> {
         self.device_irp_void(off!(KsDeviceDispatch, stop))?;
         let device = self.uc.get_data().ks.device;
         self.uc.w8(device + off!(KsDevice, started), 0)
     }
 
-    /// IRP_MN_SURPRISE_REMOVAL.
+    /// `IRP_MN_SURPRISE_REMOVAL`.
     pub fn surprise_removal(&mut self) -> R<()> {
         self.device_irp_void(off!(KsDeviceDispatch, surprise_removal))
     }
 
-    /// IRP_MN_REMOVE_DEVICE: the driver's Remove, then AVStream empties the
+    /// `IRP_MN_REMOVE_DEVICE`: the driver's Remove, then AVStream empties the
     /// device's bag and deletes the device.
     pub fn remove_device(&mut self) -> R<()> {
         self.device_irp_void(off!(KsDeviceDispatch, remove))?;
@@ -402,7 +402,7 @@ impl Driver {
 
     /// Connects the capture pin with `format`: intersection, then the pin
     /// object with that connection format, `SetDataFormat` (no old format)
-    /// and Create. Returns the pin, or the status Create (or SetDataFormat)
+    /// and Create. Returns the pin, or the status Create (or `SetDataFormat`)
     /// failed with.
     pub fn connect(&mut self, filter: u64, format: &VideoFormat) -> R<Result<u64, u32>> {
         let client = self.client_range(format)?;

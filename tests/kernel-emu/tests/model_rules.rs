@@ -40,14 +40,23 @@ const TAG: u64 = 0x7072_6354; // "Tcrp"
 #[test]
 fn pool_double_free_and_wrong_tag() {
     let mut d = driver();
-    let (alloc, free) = (stub(&d, "ntoskrnl.exe!ExAllocatePool2"), stub(&d, "ntoskrnl.exe!ExFreePoolWithTag"));
+    let (alloc, free) = (
+        stub(&d, "ntoskrnl.exe!ExAllocatePool2"),
+        stub(&d, "ntoskrnl.exe!ExFreePoolWithTag"),
+    );
     let block = call(&mut d.uc, alloc, &[0x40, 100, TAG], irql::PASSIVE, 1).unwrap();
     assert_eq!(block % 16, 0);
     let mut e = driver();
     let other = call(&mut e.uc, alloc, &[0x40, 100, TAG], irql::PASSIVE, 1).unwrap();
-    expect_failure(call(&mut e.uc, free, &[other, TAG + 1], irql::PASSIVE, 1), "freed with tag");
+    expect_failure(
+        call(&mut e.uc, free, &[other, TAG + 1], irql::PASSIVE, 1),
+        "freed with tag",
+    );
     call(&mut d.uc, free, &[block, TAG], irql::PASSIVE, 1).unwrap();
-    expect_failure(call(&mut d.uc, free, &[block, TAG], irql::PASSIVE, 1), "not a live pool block");
+    expect_failure(
+        call(&mut d.uc, free, &[block, TAG], irql::PASSIVE, 1),
+        "not a live pool block",
+    );
 }
 
 #[test]
@@ -58,17 +67,26 @@ fn an_overrun_faults_at_the_instruction() {
     // mov byte ptr [rcx+rdx], 0 ; ret
     let poke = code(&mut d, &[0xC6, 0x04, 0x11, 0x00, 0xC3]);
     call(&mut d.uc, poke, &[block, 31], irql::PASSIVE, 1).unwrap(); // inside the 16-byte rounding
-    expect_failure(call(&mut d.uc, poke, &[block, 32], irql::PASSIVE, 1), "past the end of pool block");
+    expect_failure(
+        call(&mut d.uc, poke, &[block, 32], irql::PASSIVE, 1),
+        "past the end of pool block",
+    );
 }
 
 #[test]
 fn a_use_after_free_faults_at_the_instruction() {
     let mut d = driver();
-    let (alloc, free) = (stub(&d, "ntoskrnl.exe!ExAllocatePool2"), stub(&d, "ntoskrnl.exe!ExFreePoolWithTag"));
+    let (alloc, free) = (
+        stub(&d, "ntoskrnl.exe!ExAllocatePool2"),
+        stub(&d, "ntoskrnl.exe!ExFreePoolWithTag"),
+    );
     let block = call(&mut d.uc, alloc, &[0x40, 64, TAG], irql::PASSIVE, 1).unwrap();
     call(&mut d.uc, free, &[block, TAG], irql::PASSIVE, 1).unwrap();
     let poke = code(&mut d, &[0xC6, 0x04, 0x11, 0x00, 0xC3]);
-    expect_failure(call(&mut d.uc, poke, &[block, 8], irql::PASSIVE, 1), "freed pool block");
+    expect_failure(
+        call(&mut d.uc, poke, &[block, 8], irql::PASSIVE, 1),
+        "freed pool block",
+    );
 }
 
 #[test]
@@ -77,15 +95,24 @@ fn spin_lock_rules() {
     let acquire = stub(&d, "ntoskrnl.exe!KeAcquireSpinLockAtDpcLevel");
     let release = stub(&d, "ntoskrnl.exe!KeReleaseSpinLockFromDpcLevel");
     let lock = machine::alloc(&mut d.uc, 8, 16, Kind::Model("lock")).unwrap();
-    expect_failure(call(&mut d.uc, acquire, &[lock], irql::PASSIVE, 1), "requires IRQL 2");
+    expect_failure(
+        call(&mut d.uc, acquire, &[lock], irql::PASSIVE, 1),
+        "requires IRQL 2",
+    );
     let mut d = driver();
     let lock = machine::alloc(&mut d.uc, 8, 16, Kind::Model("lock")).unwrap();
-    expect_failure(call(&mut d.uc, release, &[lock], irql::DISPATCH, 1), "released but not held");
+    expect_failure(
+        call(&mut d.uc, release, &[lock], irql::DISPATCH, 1),
+        "released but not held",
+    );
     // acquire ; acquire again (same lock) ; ret
     let mut d = driver();
     let lock = machine::alloc(&mut d.uc, 8, 16, Kind::Model("lock")).unwrap();
     let twice = code(&mut d, &twice_code(acquire));
-    expect_failure(call(&mut d.uc, twice, &[lock], irql::DISPATCH, 1), "already held");
+    expect_failure(
+        call(&mut d.uc, twice, &[lock], irql::DISPATCH, 1),
+        "already held",
+    );
 }
 
 /// push rbx; sub rsp,0x20; mov rbx,rcx; mov rax,F; call rax; mov rcx,rbx;
@@ -113,19 +140,28 @@ fn returning_at_another_irql_or_holding_a_lock_fails() {
     let raise = stub(&d, "ntoskrnl.exe!KeAcquireSpinLockRaiseToDpc");
     let lock = machine::alloc(&mut d.uc, 8, 16, Kind::Model("lock")).unwrap();
     let leaky = code(&mut d, &call_code(raise));
-    expect_failure(call(&mut d.uc, leaky, &[lock], irql::PASSIVE, 1), "returned at IRQL 2");
+    expect_failure(
+        call(&mut d.uc, leaky, &[lock], irql::PASSIVE, 1),
+        "returned at IRQL 2",
+    );
     let mut d = driver();
     let at_dpc = stub(&d, "ntoskrnl.exe!KeAcquireSpinLockAtDpcLevel");
     let lock = machine::alloc(&mut d.uc, 8, 16, Kind::Model("lock")).unwrap();
     let leaky = code(&mut d, &call_code(at_dpc));
-    expect_failure(call(&mut d.uc, leaky, &[lock], irql::DISPATCH, 1), "holding 1 spin lock");
+    expect_failure(
+        call(&mut d.uc, leaky, &[lock], irql::DISPATCH, 1),
+        "holding 1 spin lock",
+    );
 }
 
 #[test]
 fn paged_pool_at_dispatch_level_fails() {
     let mut d = driver();
     let alloc = stub(&d, "ntoskrnl.exe!ExAllocatePool2");
-    expect_failure(call(&mut d.uc, alloc, &[0x100, 64, TAG], irql::DISPATCH, 1), "paged pool");
+    expect_failure(
+        call(&mut d.uc, alloc, &[0x100, 64, TAG], irql::DISPATCH, 1),
+        "paged pool",
+    );
 }
 
 #[test]
@@ -139,8 +175,13 @@ fn a_bug_check_fails_with_its_code() {
 #[test]
 fn an_import_without_a_model_fails_the_load_naming_it() {
     let data = avscap_kernel_emu::session::read_sys().unwrap();
-    let nt: Vec<_> = nt::exports().into_iter().filter(|(n, _)| *n != "KeSetTimer").collect();
-    let err = Driver::load_with(Config::default(), &data, &nt, &ks::exports()).err().expect("refused");
+    let nt: Vec<_> = nt::exports()
+        .into_iter()
+        .filter(|(n, _)| *n != "KeSetTimer")
+        .collect();
+    let err = Driver::load_with(Config::default(), &data, &nt, &ks::exports())
+        .err()
+        .expect("refused");
     assert!(err.contains("ntoskrnl.exe!KeSetTimer"), "{err}");
 }
 

@@ -8,8 +8,10 @@ use avscap::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
 use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::PixelFormat;
 use avscap_kernel_emu::ks::{state, CLOCK_OFFSET};
-use avscap_kernel_emu::oracle;
-use common::{big_copies, check_frames, clones, configs, format, ok, queued, Path, Stream, DATADISCONTINUITY};
+use avscap_kernel_emu::{oracle, Config};
+use common::{
+    big_copies, check_frames, clones, configs, format, ok, queued, Path, Stream, DATADISCONTINUITY,
+};
 
 const FRAMES: usize = 100;
 
@@ -32,12 +34,25 @@ fn session(pixel: PixelFormat, path: Path) {
         let first_time = run_time + if config.clock { CLOCK_OFFSET } else { 0 };
         check_frames(&f, &frames, 1, Some(first_time));
         let copies = big_copies(&s.d, image) - copies_before;
-        let user_frames = frames.iter().filter(|c| c.origin == avscap_kernel_emu::ks::Origin::User).count();
+        let user_frames = frames
+            .iter()
+            .filter(|c| c.origin == avscap_kernel_emu::ks::Origin::User)
+            .count();
         match path {
-            Path::Kernel => assert_eq!(copies, 0, "{config:?}: image-sized copies on the kernel path"),
-            Path::User => assert_eq!(copies, frames.len(), "{config:?}: one image copy per user frame"),
+            Path::Kernel => assert_eq!(
+                copies, 0,
+                "{config:?}: image-sized copies on the kernel path"
+            ),
+            Path::User => assert_eq!(
+                copies,
+                frames.len(),
+                "{config:?}: one image copy per user frame"
+            ),
             Path::Mixed => {
-                assert_eq!(copies, user_frames, "{config:?}: one copy per user frame only");
+                assert_eq!(
+                    copies, user_frames,
+                    "{config:?}: one copy per user frame only"
+                );
                 assert!(user_frames > 0 && user_frames < frames.len());
             }
         }
@@ -86,23 +101,31 @@ fn mixed_queue() {
 }
 
 /// RUN with nothing queued: every interval drops a frame; the property and
-/// the next frame's KS_FRAME_INFO report the drops, and that frame carries
+/// the next frame's `KS_FRAME_INFO` report the drops, and that frame carries
 /// DATADISCONTINUITY (the ones after it do not).
 #[test]
 fn starvation_reports_drops_and_a_discontinuity() {
     for path in [Path::User, Path::Kernel] {
         let f = format(PixelFormat::Yuy2, 320, 240);
-        let mut s = Stream::open(Default::default(), f, path);
+        let mut s = Stream::open(Config::default(), f, path);
         s.set_state(state::RUN);
         s.advance(5 * f.frame_interval + 1);
         assert!(s.d.take_completed(s.pin).is_empty());
         let (pictures, drops, average) = ok(s.d.dropped_frames(s.pin), &s.d);
-        assert_eq!((pictures, drops), (5, 5), "{path:?}: five intervals, five drops");
+        assert_eq!(
+            (pictures, drops),
+            (5, 5),
+            "{path:?}: five intervals, five drops"
+        );
         assert_eq!(average, s.image_size());
         let frames = s.stream(6, 4);
         let first = frames[0].frame_info.unwrap();
         assert_eq!((first.picture_number, first.drop_count), (6, 5), "{path:?}");
-        assert_ne!(frames[0].options_flags & DATADISCONTINUITY, 0, "{path:?}: no discontinuity after drops");
+        assert_ne!(
+            frames[0].options_flags & DATADISCONTINUITY,
+            0,
+            "{path:?}: no discontinuity after drops"
+        );
         for c in &frames[1..] {
             assert_eq!(c.options_flags & DATADISCONTINUITY, 0);
             assert_eq!(c.frame_info.unwrap().drop_count, 5);
@@ -131,19 +154,38 @@ fn stop_in_flight_completes_everything_and_streams_again() {
             s.advance(f.frame_interval / 2);
             // The user path holds as many frames as it has staging slots;
             // the kernel path writes in place and holds all four.
-            let in_flight = if path == Path::User { STAGING_SLOTS as usize } else { 4 };
-            assert_eq!(clones(&s.d, s.pin), in_flight, "{config:?} {path:?}: frames in the hardware");
+            let in_flight = if path == Path::User {
+                STAGING_SLOTS as usize
+            } else {
+                4
+            };
+            assert_eq!(
+                clones(&s.d, s.pin),
+                in_flight,
+                "{config:?} {path:?}: frames in the hardware"
+            );
             s.set_state(state::PAUSE);
-            assert_eq!(clones(&s.d, s.pin), 0, "{config:?} {path:?}: clones left in PAUSE");
+            assert_eq!(
+                clones(&s.d, s.pin),
+                0,
+                "{config:?} {path:?}: clones left in PAUSE"
+            );
             let handed_back = s.d.take_completed(s.pin);
             assert_eq!(handed_back.len(), in_flight);
             assert!(handed_back.iter().all(|c| c.data_used == 0 && !c.flushed));
             let k = s.d.uc.get_data();
-            assert!(k.nt.timers.values().all(|t| t.due.is_none()), "timer still queued");
+            assert!(
+                k.nt.timers.values().all(|t| t.due.is_none()),
+                "timer still queued"
+            );
             let dpc_runs: u64 = k.nt.dpcs.values().map(|d| d.runs).sum();
             s.advance(10 * f.frame_interval);
             let k = s.d.uc.get_data();
-            assert_eq!(k.nt.dpcs.values().map(|d| d.runs).sum::<u64>(), dpc_runs, "a DPC ran after PAUSE");
+            assert_eq!(
+                k.nt.dpcs.values().map(|d| d.runs).sum::<u64>(),
+                dpc_runs,
+                "a DPC ran after PAUSE"
+            );
             for c in &handed_back {
                 s.recycle(c);
             }
@@ -176,7 +218,7 @@ fn stop_in_flight_completes_everything_and_streams_again() {
 fn close_without_stop() {
     for path in [Path::User, Path::Kernel] {
         let f = format(PixelFormat::Yuy2, 320, 240);
-        let mut s = Stream::open(Default::default(), f, path);
+        let mut s = Stream::open(Config::default(), f, path);
         s.set_state(state::RUN);
         let _ = s.stream(3, 4);
         s.advance(f.frame_interval / 3);
@@ -204,21 +246,40 @@ fn close_without_stop() {
 fn format_change_in_stop_only() {
     let yuy2 = format(PixelFormat::Yuy2, 320, 240);
     let nv12 = format(PixelFormat::Nv12, 320, 240);
-    let mut s = Stream::open(Default::default(), yuy2, Path::User);
+    let mut s = Stream::open(Config::default(), yuy2, Path::User);
     let before = ok(s.d.allocator_framing_ex(s.pin), &s.d);
-    assert_eq!(before, oracle::framing_ex_bytes(&PinFraming::for_format(&yuy2, DEFAULT_PIN_FRAMES).unwrap()));
-    assert_eq!(ok(s.d.change_format(s.pin, &nv12), &s.d), 0, "refused in STOP");
+    assert_eq!(
+        before,
+        oracle::framing_ex_bytes(&PinFraming::for_format(&yuy2, DEFAULT_PIN_FRAMES).unwrap())
+    );
+    assert_eq!(
+        ok(s.d.change_format(s.pin, &nv12), &s.d),
+        0,
+        "refused in STOP"
+    );
     let after = ok(s.d.allocator_framing_ex(s.pin), &s.d);
-    assert_eq!(after, oracle::framing_ex_bytes(&PinFraming::for_format(&nv12, DEFAULT_PIN_FRAMES).unwrap()));
+    assert_eq!(
+        after,
+        oracle::framing_ex_bytes(&PinFraming::for_format(&nv12, DEFAULT_PIN_FRAMES).unwrap())
+    );
     s.format = nv12;
     s.set_state(state::RUN);
     let frames = s.stream(5, 4);
     check_frames(&nv12, &frames, 1, None);
     let status = ok(s.d.change_format(s.pin, &yuy2), &s.d);
-    assert_eq!(status, 0xC000_0184, "a format change in RUN: STATUS_INVALID_DEVICE_STATE");
-    assert_eq!(ok(s.d.allocator_framing_ex(s.pin), &s.d), after, "the framing changed on a refused format change");
+    assert_eq!(
+        status, 0xC000_0184,
+        "a format change in RUN: STATUS_INVALID_DEVICE_STATE"
+    );
+    assert_eq!(
+        ok(s.d.allocator_framing_ex(s.pin), &s.d),
+        after,
+        "the framing changed on a refused format change"
+    );
     let frames = s.stream(3, 4);
-    assert!(frames.iter().all(|c| c.data_used == nv12.layout().unwrap().image_size));
+    assert!(frames
+        .iter()
+        .all(|c| c.data_used == nv12.layout().unwrap().image_size));
     let leaks = s.teardown();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }

@@ -37,17 +37,34 @@ pub fn boot(config: Config) -> Driver {
 pub fn format(pixel: PixelFormat, width: u32, height: u32) -> VideoFormat {
     *DATA_RANGES
         .iter()
-        .find(|f| f.pixel == pixel && f.width == width && f.height == height && f.frame_interval == 333_333)
+        .find(|f| {
+            f.pixel == pixel
+                && f.width == width
+                && f.height == height
+                && f.frame_interval == 333_333
+        })
         .expect("an offered format")
 }
 
 /// Every configuration: DMA adapter granted or not, master clock or not.
 pub fn configs() -> [Config; 4] {
     [
-        Config { dma_adapter: true, clock: true },
-        Config { dma_adapter: false, clock: true },
-        Config { dma_adapter: true, clock: false },
-        Config { dma_adapter: false, clock: false },
+        Config {
+            dma_adapter: true,
+            clock: true,
+        },
+        Config {
+            dma_adapter: false,
+            clock: true,
+        },
+        Config {
+            dma_adapter: true,
+            clock: false,
+        },
+        Config {
+            dma_adapter: false,
+            clock: false,
+        },
     ]
 }
 
@@ -89,7 +106,15 @@ impl Stream {
             ok(d.create_allocator(pin, &framing), &d)
                 .unwrap_or_else(|s| panic!("InitializeAllocator failed: {s:#x}"))
         });
-        Stream { d, filter, pin, format, allocator, path, queued: 0 }
+        Stream {
+            d,
+            filter,
+            pin,
+            format,
+            allocator,
+            path,
+            queued: 0,
+        }
     }
 
     pub fn image_size(&self) -> u32 {
@@ -103,7 +128,7 @@ impl Stream {
         let from_allocator = match self.path {
             Path::User => false,
             Path::Kernel => true,
-            Path::Mixed => self.queued % 2 == 0,
+            Path::Mixed => self.queued.is_multiple_of(2),
         };
         if from_allocator {
             let a = self.allocator.unwrap();
@@ -151,7 +176,11 @@ impl Stream {
             self.advance(self.format.frame_interval);
             let done = self.d.take_completed(self.pin);
             idle = if done.is_empty() { idle + 1 } else { 0 };
-            assert!(idle < 10, "no frame completed for 10 intervals\n{}", self.d.log());
+            assert!(
+                idle < 10,
+                "no frame completed for 10 intervals\n{}",
+                self.d.log()
+            );
             for c in done {
                 self.recycle(&c);
                 out.push(c);
@@ -184,7 +213,12 @@ impl Stream {
 /// times exactly one interval apart (starting at `first_time`), picture
 /// numbers consecutive from `first_picture`, no drops, and byte for byte
 /// the host core's image for the frame and its path.
-pub fn check_frames(format: &VideoFormat, frames: &[Completed], first_picture: i64, first_time: Option<i64>) {
+pub fn check_frames(
+    format: &VideoFormat,
+    frames: &[Completed],
+    first_picture: i64,
+    first_time: Option<i64>,
+) {
     let size = format.layout().unwrap().image_size;
     let interval = format.frame_interval;
     for (i, c) in frames.iter().enumerate() {
@@ -193,40 +227,87 @@ pub fn check_frames(format: &VideoFormat, frames: &[Completed], first_picture: i
         assert_eq!(c.data_used, size, "{what}: DataUsed");
         assert_eq!(c.duration, interval, "{what}: Duration");
         assert_eq!(c.time_ratio, (1, 1), "{what}: PresentationTime ratio");
-        assert_eq!(c.options_flags & (TIMEVALID | DURATIONVALID), TIMEVALID | DURATIONVALID, "{what}: OptionsFlags {:#x}", c.options_flags);
-        assert_eq!(c.options_flags & DATADISCONTINUITY, 0, "{what}: unexpected discontinuity");
+        assert_eq!(
+            c.options_flags & (TIMEVALID | DURATIONVALID),
+            TIMEVALID | DURATIONVALID,
+            "{what}: OptionsFlags {:#x}",
+            c.options_flags
+        );
+        assert_eq!(
+            c.options_flags & DATADISCONTINUITY,
+            0,
+            "{what}: unexpected discontinuity"
+        );
         assert_eq!(c.status, None, "{what}: status set");
-        let info = c.frame_info.unwrap_or_else(|| panic!("{what}: no KS_FRAME_INFO"));
+        let info = c
+            .frame_info
+            .unwrap_or_else(|| panic!("{what}: no KS_FRAME_INFO"));
         assert_eq!(info.extended_header_size, 72, "{what}: ExtendedHeaderSize");
-        assert_eq!(info.picture_number, first_picture + i as i64, "{what}: PictureNumber");
+        assert_eq!(
+            info.picture_number,
+            first_picture + i as i64,
+            "{what}: PictureNumber"
+        );
         assert_eq!(info.drop_count, 0, "{what}: DropCount");
         if let Some(t0) = first_time {
-            assert_eq!(c.presentation_time, t0 + i as i64 * interval, "{what}: PresentationTime");
+            assert_eq!(
+                c.presentation_time,
+                t0 + i as i64 * interval,
+                "{what}: PresentationTime"
+            );
         } else if i > 0 {
-            assert_eq!(c.presentation_time - frames[i - 1].presentation_time, interval, "{what}: PresentationTime step");
+            assert_eq!(
+                c.presentation_time - frames[i - 1].presentation_time,
+                interval,
+                "{what}: PresentationTime step"
+            );
         }
-        let path = if c.origin == Origin::Allocator { DeliveryPath::ZeroCopy } else { DeliveryPath::Copied };
+        let path = if c.origin == Origin::Allocator {
+            DeliveryPath::ZeroCopy
+        } else {
+            DeliveryPath::Copied
+        };
         let expected = oracle::expected_image(format, info.picture_number as u64, 0, path);
         if c.data != expected {
-            let at = c.data.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
-            panic!("{what}: the image differs from the host core's at byte {at} of {}", expected.len());
+            let at = c
+                .data
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!(
+                "{what}: the image differs from the host core's at byte {at} of {}",
+                expected.len()
+            );
         }
     }
 }
 
 /// The pin's frames that are queued and not completed.
 pub fn queued(d: &Driver, pin: u64) -> usize {
-    d.uc.get_data().ks.pins.get(&pin).map_or(0, |p| p.frames.len())
+    d.uc.get_data()
+        .ks
+        .pins
+        .get(&pin)
+        .map_or(0, |p| p.frames.len())
 }
 
 /// Live clones on the pin.
 pub fn clones(d: &Driver, pin: u64) -> usize {
-    d.uc.get_data().ks.clones.values().filter(|c| c.pin == pin).count()
+    d.uc.get_data()
+        .ks
+        .clones
+        .values()
+        .filter(|c| c.pin == pin)
+        .count()
 }
 
 /// `memcpy` calls of at least `len` bytes so far.
 pub fn big_copies(d: &Driver, len: u32) -> usize {
-    d.uc.get_data().nt.memcpy.iter().filter(|l| **l >= u64::from(len)).count()
+    d.uc.get_data()
+        .nt
+        .memcpy
+        .iter()
+        .filter(|l| **l >= u64::from(len))
+        .count()
 }
-
-
