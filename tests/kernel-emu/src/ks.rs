@@ -247,6 +247,9 @@ pub struct State {
     next_frame: u64,
 }
 
+/// `KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY`.
+pub const PROCESS_IN_RUN_STATE_ONLY: u32 = 0x0001_0000;
+
 /// Master-clock time is virtual time plus this (so a driver that confuses
 /// the two timelines is seen).
 pub const CLOCK_OFFSET: i64 = 7_777_777;
@@ -701,17 +704,31 @@ fn ks_pin_release_processing_mutex(uc: &mut Uc) -> R<u64> {
     Ok(0)
 }
 
-/// Runs Process on one pin that has a trigger pending, is in RUN
-/// (`KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY`) and whose processing mutex is
-/// free. Returns whether it ran.
+/// Runs Process on one pin that has a trigger pending, has reached its
+/// minimum processing state and whose processing mutex is free. Returns
+/// whether it ran.
 pub fn run_processing(uc: &mut Uc) -> R<bool> {
     let ready = uc
         .get_data()
         .ks
         .pins
         .values()
-        .find(|p| p.created && p.attempt && p.state == state::RUN && p.processing.is_none())
-        .map(|p| p.address);
+        .filter(|p| p.created && p.attempt && p.processing.is_none())
+        .filter(|p| p.state == state::RUN || p.state == state::PAUSE)
+        .map(|p| (p.address, p.state))
+        .collect::<Vec<_>>();
+    let mut chosen = None;
+    for (pin, pin_state) in ready {
+        // The minimum processing state is PAUSE, or RUN with
+        // KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY (read from the descriptor).
+        let descriptor = uc.r64(pin + off!(KsPin, descriptor))?;
+        let flags = uc.r32(descriptor + off!(crate::layout::KsPinDescriptorEx, flags))?;
+        if pin_state == state::RUN || flags & PROCESS_IN_RUN_STATE_ONLY == 0 {
+            chosen = Some(pin);
+            break;
+        }
+    }
+    let ready = chosen;
     let Some(pin) = ready else {
         return Ok(false);
     };

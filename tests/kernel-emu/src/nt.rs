@@ -339,13 +339,19 @@ fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
     }
     let range = address..address + block.size.max(1);
     let nt = &uc.get_data().nt;
-    if let Some((timer, _)) = nt.timers.range(range.clone()).find(|(_, t)| t.due.is_some()) {
+    if let Some((timer, _)) = nt
+        .timers
+        .range(range.clone())
+        .find(|(_, t)| t.due.is_some())
+    {
         return Err(format!(
             "pool block {address:#x} freed while the timer at {timer:#x} inside it is queued (Driver Verifier: a timer in freed pool)"
         ));
     }
     if let Some((dpc, _)) = nt.dpcs.range(range.clone()).find(|(_, d)| d.queued) {
-        return Err(format!("pool block {address:#x} freed while the DPC at {dpc:#x} inside it is queued"));
+        return Err(format!(
+            "pool block {address:#x} freed while the DPC at {dpc:#x} inside it is queued"
+        ));
     }
     machine::free(uc, address)?;
     let nt = &mut uc.get_data_mut().nt;

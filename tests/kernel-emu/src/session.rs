@@ -512,7 +512,7 @@ impl Driver {
         self.uc.w32(pin + off!(KsPin, device_state), to)?;
         let p = self.uc.get_data_mut().ks.pins.get_mut(&pin).unwrap();
         p.state = to;
-        if to == ks::state::RUN && p.leading.frame.is_some() {
+        if (to == ks::state::RUN || to == ks::state::PAUSE) && p.leading.frame.is_some() {
             p.attempt = true;
         }
         if to == ks::state::STOP {

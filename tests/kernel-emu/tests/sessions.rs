@@ -283,3 +283,52 @@ fn format_change_in_stop_only() {
     let leaks = s.teardown();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
+
+/// Surprise removal while streaming: the stream stops (every frame the
+/// hardware held completes empty, no timer or DPC stays behind) and no
+/// stream may start again; Close, PnP remove and the bag cleanup then
+/// leave nothing behind.
+#[test]
+fn surprise_removal_while_streaming() {
+    for path in [Path::User, Path::Kernel] {
+        let f = format(PixelFormat::Yuy2, 320, 240);
+        let mut s = Stream::open(Config::default(), f, path);
+        s.set_state(state::RUN);
+        let _ = s.stream(3, 4);
+        s.advance(f.frame_interval / 2);
+        assert!(clones(&s.d, s.pin) > 0);
+        ok(s.d.surprise_removal(), &s.d);
+        assert_eq!(
+            clones(&s.d, s.pin),
+            0,
+            "{path:?}: clones left after surprise removal"
+        );
+        assert!(s
+            .d
+            .uc
+            .get_data()
+            .nt
+            .timers
+            .values()
+            .all(|t| t.due.is_none()));
+        for c in s.d.take_completed(s.pin) {
+            s.recycle(&c);
+        }
+        ok(s.d.set_state(s.pin, state::STOP), &s.d);
+        let status = ok(s.d.step_state(s.pin, state::ACQUIRE), &s.d);
+        assert_eq!(
+            status, 0xC000_02B6,
+            "{path:?}: a stream started after surprise removal (STATUS_DEVICE_REMOVED expected)"
+        );
+        for c in s.d.take_completed(s.pin) {
+            s.recycle(&c);
+        }
+        ok(s.d.close_pin(s.pin), &s.d);
+        if let Some(a) = s.allocator.take() {
+            ok(s.d.delete_allocator(a), &s.d);
+        }
+        ok(s.d.remove_device(), &s.d);
+        let leaks = s.d.leaks();
+        assert!(leaks.is_empty(), "{path:?}: {leaks:#?}");
+    }
+}
