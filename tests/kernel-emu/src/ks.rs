@@ -15,7 +15,7 @@ use crate::layout::{
     KsDevice, KsFrameInfo, KsPin, KsReferenceClockVtbl, KsStreamHeader, KsStreamPointer,
     KsStreamPointerOffset,
 };
-use crate::machine::{self, alloc, arg, call, irql, Kind, Mem, Uc, R};
+use crate::machine::{self, alloc, arg, call, irql, need_at_most, Kind, Mem, Uc, R};
 use crate::{nt, off};
 
 /// `STATUS_SUCCESS`.
@@ -296,16 +296,6 @@ pub fn exports() -> Vec<(&'static str, machine::HookFn)> {
         ("KsStreamPointerUnlock", ks_stream_pointer_unlock),
         ("_KsEdit", ks_edit),
     ]
-}
-
-fn need_at_most(uc: &Uc, level: u8) -> R<()> {
-    let now = uc.get_data().irql;
-    if now > level {
-        return Err(format!(
-            "called at IRQL {now}; the routine requires IRQL <= {level}"
-        ));
-    }
-    Ok(())
 }
 
 /// A new object bag (an unmapped handle: the driver never dereferences

@@ -468,6 +468,29 @@ pub fn arg(uc: &Uc, i: usize) -> R<u64> {
     uc.reg_read(reg).map_err(uc_err)
 }
 
+/// Fails unless the running code is at `level` or below (the routine's
+/// documented IRQL).
+pub fn need_at_most(uc: &Uc, level: u8) -> R<()> {
+    let now = uc.get_data().irql;
+    if now > level {
+        return Err(format!(
+            "called at IRQL {now}; the routine requires IRQL <= {level}"
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless the running code is at exactly `level`.
+pub fn need_exactly(uc: &Uc, level: u8) -> R<()> {
+    let now = uc.get_data().irql;
+    if now != level {
+        return Err(format!(
+            "called at IRQL {now}; the routine requires IRQL {level}"
+        ));
+    }
+    Ok(())
+}
+
 /// Calls `function` in the driver with `args` at `irql` on `thread`, and
 /// returns RAX. Nestable: from a hook, the caller's registers are saved and
 /// restored around the call, and the callee's frame goes below the caller's

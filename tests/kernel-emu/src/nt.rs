@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use crate::layout::{DeviceDescription, DmaAdapter, DmaOperations};
-use crate::machine::{self, alloc, arg, call, fail, irql, tag_str, Kind, Mem, Uc, R};
+use crate::machine::{
+    self, alloc, arg, call, fail, irql, need_at_most, need_exactly, tag_str, Kind, Mem, Uc, R,
+};
 use crate::{ks, off};
 
 /// `STATUS_SUCCESS`.
@@ -165,26 +167,6 @@ impl State {
             .filter(|h| h.thread == thread)
             .count()
     }
-}
-
-fn need_at_most(uc: &Uc, level: u8) -> R<()> {
-    let now = uc.get_data().irql;
-    if now > level {
-        return Err(format!(
-            "called at IRQL {now}; the routine requires IRQL <= {level}"
-        ));
-    }
-    Ok(())
-}
-
-fn need_exactly(uc: &Uc, level: u8) -> R<()> {
-    let now = uc.get_data().irql;
-    if now != level {
-        return Err(format!(
-            "called at IRQL {now}; the routine requires IRQL {level}"
-        ));
-    }
-    Ok(())
 }
 
 /// The hooks of ntoskrnl.exe's exports, by name.
