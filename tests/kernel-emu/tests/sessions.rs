@@ -5,6 +5,7 @@
 mod common;
 
 use avscap::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
+use avscap::portable::image::DeliveryPath;
 use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::PixelFormat;
 use avscap_kernel_emu::ks::{state, CLOCK_OFFSET};
@@ -129,6 +130,21 @@ fn starvation_reports_drops_and_a_discontinuity() {
         for c in &frames[1..] {
             assert_eq!(c.options_flags & DATADISCONTINUITY, 0);
             assert_eq!(c.frame_info.unwrap().drop_count, 5);
+        }
+        // The picture shows the drops too, as the host core draws them.
+        let drawn_path = if path == Path::User {
+            DeliveryPath::Copied
+        } else {
+            DeliveryPath::ZeroCopy
+        };
+        for c in &frames {
+            let info = c.frame_info.unwrap();
+            let expected = oracle::expected_image(&f, info.picture_number as u64, 5, drawn_path);
+            assert!(
+                c.data == expected,
+                "{path:?}: frame {} differs from the host core's",
+                info.picture_number
+            );
         }
         let (pictures, drops, _) = ok(s.d.dropped_frames(s.pin), &s.d);
         assert_eq!(drops, 5);
