@@ -43,7 +43,8 @@ use crate::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
 use crate::portable::guid::{PIN_CATEGORY_CAPTURE, PROPSETID_VIDCAP_DROPPEDFRAMES};
 use crate::portable::pin_state::{format_change_allowed, transition, HardwareAction, KsState};
 use crate::portable::video_format::{
-    intersect, validate_format, FormatError, OutputBuffer, VideoFormat, DATA_RANGE_COUNT,
+    intersect, validate_format, FormatError, FrameLayout, OutputBuffer, VideoFormat,
+    DATA_RANGE_COUNT,
 };
 
 /// Per-pin state, in `KSPIN.Context` from Create to Close.
@@ -216,6 +217,20 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
     validate_format(&proposed).map_err(FormatError::ntstatus)
 }
 
+/// The frame layout and the per-pin framing of a connection format
+/// (`STATUS_INVALID_PARAMETER` if the core cannot size it).
+///
+/// IRQL: any (arithmetic only).
+fn layout_and_framing(format: &VideoFormat) -> Result<(FrameLayout, PinFraming), NTSTATUS> {
+    match (
+        format.layout(),
+        PinFraming::for_format(format, DEFAULT_PIN_FRAMES),
+    ) {
+        (Ok(layout), Ok(framing)) => Ok((layout, framing)),
+        _ => Err(STATUS_INVALID_PARAMETER),
+    }
+}
+
 /// Replaces the pin's descriptor and framing with per-pin copies
 /// (`_KsEdit`; the statics are never written) and writes the connection's
 /// framing into the copy. Editing an already edited item is a no-op.
@@ -271,11 +286,9 @@ unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
     let Some(device) = (unsafe { DeviceContext::of_object(pin.cast()) }) else {
         return STATUS_DEVICE_NOT_READY;
     };
-    let (Ok(layout), Ok(pin_framing)) = (
-        format.layout(),
-        PinFraming::for_format(&format, DEFAULT_PIN_FRAMES),
-    ) else {
-        return STATUS_INVALID_PARAMETER;
+    let (layout, pin_framing) = match layout_and_framing(&format) {
+        Ok(both) => both,
+        Err(status) => return status,
     };
     // SAFETY: live pin; KsGetDevice returns its live device, whose FDO the
     // work item references while queued.
@@ -366,11 +379,9 @@ unsafe extern "C" fn pin_set_data_format(
     let Some(context) = (unsafe { PinContext::of(pin) }) else {
         return STATUS_INVALID_DEVICE_STATE;
     };
-    let (Ok(layout), Ok(pin_framing)) = (
-        format.layout(),
-        PinFraming::for_format(&format, DEFAULT_PIN_FRAMES),
-    ) else {
-        return STATUS_INVALID_PARAMETER;
+    let (layout, pin_framing) = match layout_and_framing(&format) {
+        Ok(both) => both,
+        Err(status) => return status,
     };
     // Everything that can refuse comes before the pin changes: the
     // hardware's precondition, then the framing edit.
