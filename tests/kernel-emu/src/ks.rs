@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::layout::{
-    KsDevice, KsFrameInfo, KsPin, KsReferenceClockVtbl, KsStreamHeader, KsStreamPointer,
+    size, KsFrameInfo, KsPin, KsReferenceClockVtbl, KsStreamHeader, KsStreamPointer,
     KsStreamPointerOffset,
 };
 use crate::machine::{self, alloc, arg, call, irql, need_at_most, Kind, Mem, Uc, R};
@@ -43,7 +43,7 @@ pub mod state {
 
 /// Bytes of the model's stream headers: a `KSSTREAM_HEADER` followed by a
 /// `KS_FRAME_INFO` (the pin asks for both with `StreamHeaderSize`).
-pub const HEADER_WITH_FRAME_INFO: u64 = 56 + 72;
+pub const HEADER_WITH_FRAME_INFO: u64 = size::<KsStreamHeader>() + size::<KsFrameInfo>();
 
 /// Who owns an object bag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -772,7 +772,9 @@ pub fn queue_frame(
     pitch: i32,
 ) -> R<u64> {
     let header = alloc(uc, HEADER_WITH_FRAME_INFO, 16, Kind::Model("stream header"))?;
-    let header_size = uc.r32(pin + off!(KsPin, stream_header_size))?.max(56);
+    let header_size = uc
+        .r32(pin + off!(KsPin, stream_header_size))?
+        .max(size::<KsStreamHeader>() as u32);
     if u64::from(header_size) > HEADER_WITH_FRAME_INFO {
         return Err(format!(
             "StreamHeaderSize {header_size} is more than the model provides"
@@ -781,8 +783,9 @@ pub fn queue_frame(
     uc.w32(header + off!(KsStreamHeader, size), header_size)?;
     uc.w32(header + off!(KsStreamHeader, frame_extent), extent)?;
     uc.w64(header + off!(KsStreamHeader, data), data)?;
-    if header_size >= 56 + 72 {
-        uc.w32(header + 56 + off!(KsFrameInfo, reserved1), pitch as u32)?;
+    if u64::from(header_size) >= HEADER_WITH_FRAME_INFO {
+        let info = header + size::<KsStreamHeader>();
+        uc.w32(info + off!(KsFrameInfo, reserved1), pitch as u32)?;
     }
     let k = uc.get_data_mut();
     k.ks.next_frame += 1;
@@ -884,7 +887,7 @@ fn try_complete(uc: &mut Uc, pin: u64, id: u64) -> R<()> {
 
 fn complete(uc: &mut Uc, pin: u64, f: &Frame, flushed: bool) -> R<()> {
     let h = f.header;
-    let size = uc.r32(h + off!(KsStreamHeader, size))?;
+    let header_size = uc.r32(h + off!(KsStreamHeader, size))?;
     let data_used = uc.r32(h + off!(KsStreamHeader, data_used))?;
     if data_used > f.extent {
         return Err(format!(
@@ -892,8 +895,8 @@ fn complete(uc: &mut Uc, pin: u64, f: &Frame, flushed: bool) -> R<()> {
             f.extent
         ));
     }
-    let frame_info = if size >= 56 + 72 {
-        let i = h + 56;
+    let frame_info = if u64::from(header_size) >= HEADER_WITH_FRAME_INFO {
+        let i = h + size::<KsStreamHeader>();
         Some(FrameInfo {
             extended_header_size: uc.r32(i + off!(KsFrameInfo, extended_header_size))?,
             frame_flags: uc.r32(i + off!(KsFrameInfo, frame_flags))?,
@@ -1062,8 +1065,7 @@ fn ks_stream_pointer_unlock(uc: &mut Uc) -> R<u64> {
             leading_locked(uc, pin, "KsStreamPointerUnlock")?;
             pin_mut(uc, pin)?.leading.locked = false;
             if eject != 0 {
-                leave_frame(uc, pin)?;
-                pin_mut(uc, pin)?.leading.locked = false;
+                leave_frame(uc, pin)?; // keeps the (now unlocked) state
             }
             Ok(0)
         }
@@ -1153,11 +1155,4 @@ fn ks_stream_pointer_set_status_code(uc: &mut Uc) -> R<u64> {
         .ok_or("frame left the queue")?
         .status = Some(status);
     Ok(STATUS_SUCCESS)
-}
-
-/// The offsets of `KSDEVICE` fields the session writes.
-pub mod device_fields {
-    use super::KsDevice;
-    /// `Started`.
-    pub const STARTED: u64 = crate::off!(KsDevice, started);
 }

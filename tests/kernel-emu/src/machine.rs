@@ -4,7 +4,7 @@
 //! Microsoft x64 calling convention (nestable: host → driver → hook →
 //! driver), and the dispatch of the driver's calls to host hooks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use unicorn_engine::unicorn_const::{Arch, HookType, MemType, Mode, Prot};
@@ -151,8 +151,6 @@ pub struct Kernel {
     pub memory: Memory,
     /// Hooks by thunk index.
     pub hooks: Vec<Hook>,
-    /// Calls per hook name.
-    pub hook_calls: HashMap<String, u64>,
     /// The loaded image: base and size.
     pub image: (u64, u64),
     /// IRQL of the running code.
@@ -262,7 +260,6 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
             blocks: BTreeMap::new(),
         },
         hooks: Vec::new(),
-        hook_calls: HashMap::new(),
         image: (0, 0),
         irql: irql::PASSIVE,
         thread: 1,
@@ -310,35 +307,33 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
 
 fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
     let index = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
-    let Some((f, name)) = uc
-        .get_data()
-        .hooks
-        .get(index)
-        .map(|h| (h.f, h.name.clone()))
-    else {
+    let Some(f) = uc.get_data().hooks.get(index).map(|h| h.f) else {
         fail(uc, format!("call to an unbound stub at {address:#x}"));
         return;
     };
-    *uc.get_data_mut()
-        .hook_calls
-        .entry(name.clone())
-        .or_default() += 1;
+    // The name is only needed for a failure message: not cloned per call.
+    let name = |uc: &Uc| uc.get_data().hooks[index].name.clone();
     match catch_unwind(AssertUnwindSafe(|| f(uc))) {
         Ok(Ok(value)) => {
             if uc.get_data().failure.is_some() {
                 let _ = uc.emu_stop();
             } else if let Err(e) = uc.reg_write(RegisterX86::RAX, value) {
-                fail(uc, format!("{name}: {e:?}"));
+                let message = format!("{}: {e:?}", name(uc));
+                fail(uc, message);
             }
         }
-        Ok(Err(message)) => fail(uc, format!("{name}: {message}")),
+        Ok(Err(message)) => {
+            let message = format!("{}: {message}", name(uc));
+            fail(uc, message);
+        }
         Err(panic) => {
             let text = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
                 .unwrap_or_default();
-            fail(uc, format!("{name}: the model panicked: {text}"));
+            let message = format!("{}: the model panicked: {text}", name(uc));
+            fail(uc, message);
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::layout::{DeviceDescription, DmaAdapter, DmaOperations};
 use crate::machine::{
-    self, alloc, arg, call, fail, irql, need_at_most, need_exactly, tag_str, Kind, Mem, Uc, R,
+    self, alloc, arg, call, irql, need_at_most, need_exactly, tag_str, Kind, Mem, Uc, R,
 };
 use crate::{ks, off};
 
@@ -484,11 +484,10 @@ fn ke_release_mutex(uc: &mut Uc) -> R<u64> {
 
 fn ke_wait_for_single_object(uc: &mut Uc) -> R<u64> {
     let (object, timeout) = (arg(uc, 0)?, arg(uc, 4)?);
-    if timeout != 0 && uc.r64(timeout)? == 0 {
-        need_at_most(uc, irql::DISPATCH)?;
-    } else {
-        need_at_most(uc, irql::APC)?;
-    }
+    // A zero timeout only polls (allowed at DISPATCH_LEVEL); any other
+    // wait may block.
+    let poll = timeout != 0 && uc.r64(timeout)? == 0;
+    need_at_most(uc, if poll { irql::DISPATCH } else { irql::APC })?;
     let thread = uc.get_data().thread;
     loop {
         let ready = match uc.get_data_mut().nt.objects.get_mut(&object) {
@@ -522,7 +521,7 @@ fn ke_wait_for_single_object(uc: &mut Uc) -> R<u64> {
         if ready {
             return Ok(STATUS_SUCCESS);
         }
-        if timeout != 0 && uc.r64(timeout)? == 0 {
+        if poll {
             return Ok(0x102); // STATUS_TIMEOUT
         }
         // Let the rest of the system run (DPCs, work items, KS workers);
@@ -1005,10 +1004,4 @@ pub fn advance_to(uc: &mut Uc, until: i64) -> R<()> {
     let k = uc.get_data_mut();
     k.now = k.now.max(until);
     run_ready(uc)
-}
-
-/// Fails the machine with `message` (for checks made outside a hook).
-pub fn violation(uc: &mut Uc, message: String) -> String {
-    fail(uc, message.clone());
-    message
 }

@@ -239,9 +239,7 @@ impl Driver {
         let uc = &mut self.uc;
         let device = uc.get_data().ks.device;
         let bag = uc.r64(device + off!(KsDevice, bag))?;
-        uc.get_data_mut().ks.device_mutex = Some((1, 1));
         ks::free_bag(uc, bag)?;
-        uc.get_data_mut().ks.device_mutex = None;
         machine::free(uc, device)?;
         uc.get_data_mut().ks.device = 0;
         Ok(())
@@ -432,7 +430,10 @@ impl Driver {
         uc.w64(pin + off!(KsPin, context), filter_context)?;
         uc.w32(pin + off!(KsPin, communication), 2)?;
         uc.w64(pin + off!(KsPin, connection_format), connection)?;
-        uc.w32(pin + off!(KsPin, stream_header_size), 56)?;
+        uc.w32(
+            pin + off!(KsPin, stream_header_size),
+            size::<crate::layout::KsStreamHeader>() as u32,
+        )?;
         uc.w32(pin + off!(KsPin, data_flow), 2)?;
         uc.get_data_mut().ks.pins.insert(
             pin,

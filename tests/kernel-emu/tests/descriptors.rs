@@ -240,7 +240,10 @@ fn intersection_and_per_pin_framing_for_every_range() {
         let expected =
             oracle::framing_ex_bytes(&PinFraming::for_format(f, DEFAULT_PIN_FRAMES).unwrap());
         assert_eq!(ok(d.allocator_framing_ex(pin), &d), expected, "{f:?}");
-        assert_eq!(rd32(&d, pin + off!(KsPin, stream_header_size)), 56 + 72);
+        assert_eq!(
+            u64::from(rd32(&d, pin + off!(KsPin, stream_header_size))),
+            avscap_kernel_emu::ks::HEADER_WITH_FRAME_INFO
+        );
         ok(d.close_pin(pin), &d);
     }
     let framing = rd(
