@@ -15,7 +15,8 @@ use crate::layout::{
     size, KsFrameInfo, KsPin, KsReferenceClockVtbl, KsStreamHeader, KsStreamPointer,
     KsStreamPointerOffset,
 };
-use crate::machine::{self, alloc, arg, call, irql, need_at_most, Kind, Mem, Uc, R};
+use crate::machine::{self, alloc, arg, call, irql, Kind, Mem, Uc, R};
+use crate::rules::Rule;
 use crate::{nt, off};
 
 /// `STATUS_SUCCESS`.
@@ -182,6 +183,8 @@ pub struct Pin {
     pub processing: Option<u32>,
     /// Completed frames, in completion order.
     pub completed: Vec<Completed>,
+    /// Ids of every frame completed so far.
+    pub completed_ids: std::collections::BTreeSet<u64>,
     /// Process calls and their statuses.
     pub process_results: Vec<u32>,
     /// Created (Create succeeded) and not closed.
@@ -318,7 +321,7 @@ pub fn new_bag(uc: &mut Uc, owner: BagOwner) -> u64 {
 /// newest item first), KS's own copies are freed.
 pub fn free_bag(uc: &mut Uc, bag: u64) -> R<()> {
     let Some(b) = uc.get_data_mut().ks.bags.remove(&bag) else {
-        return Err(format!("bag {bag:#x} freed twice"));
+        return Err(Rule::BadArgument.broke(format!("bag {bag:#x} freed twice")));
     };
     for item in b.items.iter().rev() {
         if item.ks_copy.is_some() {
@@ -326,10 +329,10 @@ pub fn free_bag(uc: &mut Uc, bag: u64) -> R<()> {
         } else if item.free != 0 {
             call(uc, item.free, &[item.item], irql::PASSIVE, 1)?;
         } else {
-            return Err(format!(
+            return Err(Rule::BadArgument.broke(format!(
                 "bag item {:#x} has no free callback: KS would ExFreePool it, but it is not KS's",
                 item.item
-            ));
+            )));
         }
     }
     Ok(())
@@ -340,7 +343,7 @@ fn check_bag_guard(uc: &Uc, bag: u64) -> R<()> {
     let b =
         k.ks.bags
             .get(&bag)
-            .ok_or_else(|| format!("{bag:#x} is not an object bag"))?;
+            .ok_or_else(|| Rule::BadArgument.broke(format!("{bag:#x} is not an object bag")))?;
     let held = match b.owner {
         BagOwner::Device => k.ks.device_mutex.is_some_and(|(t, _)| t == k.thread),
         BagOwner::FilterOrPin => k.ks.control_mutex == Some(k.thread),
@@ -348,10 +351,10 @@ fn check_bag_guard(uc: &Uc, bag: u64) -> R<()> {
     if held {
         Ok(())
     } else {
-        Err(format!(
+        Err(Rule::Mutex.broke(format!(
             "object bag {bag:#x} edited without holding its object's mutex ({:?})",
             b.owner
-        ))
+        )))
     }
 }
 
@@ -359,9 +362,8 @@ fn check_bag_guard(uc: &Uc, bag: u64) -> R<()> {
 
 fn ks_initialize_driver(uc: &mut Uc) -> R<u64> {
     let (driver, _registry, descriptor) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
-    need_at_most(uc, irql::PASSIVE)?;
     if driver != uc.get_data().ks.driver_object {
-        return Err("KsInitializeDriver with another driver object".into());
+        return Err(Rule::BadArgument.broke("KsInitializeDriver with another driver object"));
     }
     uc.get_data_mut().ks.device_descriptor = (descriptor != 0).then_some(descriptor);
     Ok(STATUS_SUCCESS)
@@ -373,14 +375,13 @@ fn ks_create_filter_factory(uc: &mut Uc) -> R<u64> {
     let reference = arg(uc, 2)?;
     let flags = arg(uc, 4)? as u32;
     let factory_out = arg(uc, 7)?;
-    need_at_most(uc, irql::PASSIVE)?;
     if fdo != uc.get_data().ks.fdo {
-        return Err(format!(
+        return Err(Rule::BadArgument.broke(format!(
             "KsCreateFilterFactory on {fdo:#x}, not the device's FDO"
-        ));
+        )));
     }
     if descriptor == 0 {
-        return Err("KsCreateFilterFactory without a descriptor".into());
+        return Err(Rule::BadArgument.broke("KsCreateFilterFactory without a descriptor"));
     }
     let reference = if reference == 0 {
         String::new()
@@ -399,9 +400,10 @@ fn ks_create_filter_factory(uc: &mut Uc) -> R<u64> {
 
 fn ks_acquire_device(uc: &mut Uc) -> R<u64> {
     let device = arg(uc, 0)?;
-    need_at_most(uc, irql::PASSIVE)?;
     if device != uc.get_data().ks.device {
-        return Err(format!("KsAcquireDevice of {device:#x}, not the device"));
+        return Err(
+            Rule::BadArgument.broke(format!("KsAcquireDevice of {device:#x}, not the device"))
+        );
     }
     let thread = uc.get_data().thread;
     let m = &mut uc.get_data_mut().ks.device_mutex;
@@ -409,9 +411,9 @@ fn ks_acquire_device(uc: &mut Uc) -> R<u64> {
         None => Some((thread, 1)),
         Some((t, n)) if t == thread => Some((t, n + 1)),
         Some((t, _)) => {
-            return Err(format!(
+            return Err(Rule::Deadlock.broke(format!(
                 "KsAcquireDevice by thread {thread} while thread {t} holds the device mutex: a deadlock in this model"
-            ))
+            )))
         }
     };
     Ok(0)
@@ -420,13 +422,15 @@ fn ks_acquire_device(uc: &mut Uc) -> R<u64> {
 fn ks_release_device(uc: &mut Uc) -> R<u64> {
     let device = arg(uc, 0)?;
     if device != uc.get_data().ks.device {
-        return Err(format!("KsReleaseDevice of {device:#x}, not the device"));
+        return Err(
+            Rule::BadArgument.broke(format!("KsReleaseDevice of {device:#x}, not the device"))
+        );
     }
     let thread = uc.get_data().thread;
     let m = &mut uc.get_data_mut().ks.device_mutex;
     *m = match *m {
         Some((t, n)) if t == thread => (n > 1).then_some((t, n - 1)),
-        _ => return Err("KsReleaseDevice without holding the device mutex".into()),
+        _ => return Err(Rule::Mutex.broke("KsReleaseDevice without holding the device mutex")),
     };
     Ok(0)
 }
@@ -437,9 +441,9 @@ fn ks_get_device(uc: &mut Uc) -> R<u64> {
     if object == ks.device || ks.filters.contains_key(&object) || ks.pins.contains_key(&object) {
         Ok(ks.device)
     } else {
-        Err(format!(
+        Err(Rule::BadArgument.broke(format!(
             "KsGetDevice of {object:#x}, which is not a live KS object"
-        ))
+        )))
     }
 }
 
@@ -458,14 +462,13 @@ fn ks_get_pin_from_irp(uc: &mut Uc) -> R<u64> {
 
 fn ks_add_item_to_object_bag(uc: &mut Uc) -> R<u64> {
     let (bag, item, free) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
-    need_at_most(uc, irql::PASSIVE)?;
     check_bag_guard(uc, bag)?;
     if item == 0 {
-        return Err("KsAddItemToObjectBag of NULL".into());
+        return Err(Rule::BadArgument.broke("KsAddItemToObjectBag of NULL"));
     }
     let b = uc.get_data_mut().ks.bags.get_mut(&bag).unwrap();
     if b.items.iter().any(|i| i.item == item) {
-        return Err(format!("item {item:#x} added to bag {bag:#x} twice"));
+        return Err(Rule::BadArgument.broke(format!("item {item:#x} added to bag {bag:#x} twice")));
     }
     b.items.push(BagItem {
         item,
@@ -483,7 +486,6 @@ fn ks_edit(uc: &mut Uc) -> R<u64> {
         arg(uc, 3)? as u32,
         arg(uc, 4)?,
     );
-    need_at_most(uc, irql::PASSIVE)?;
     check_bag_guard(uc, bag)?;
     let old = uc.r64(pointer)?;
     let existing = uc
@@ -522,7 +524,6 @@ fn ks_edit(uc: &mut Uc) -> R<u64> {
 
 fn ks_pin_get_reference_clock_interface(uc: &mut Uc) -> R<u64> {
     let (pin, out) = (arg(uc, 0)?, arg(uc, 1)?);
-    need_at_most(uc, irql::PASSIVE)?;
     pin_of(uc, pin)?;
     if !uc.get_data().config.clock {
         return Ok(STATUS_UNSUCCESSFUL);
@@ -599,16 +600,18 @@ fn check_clock(uc: &Uc) -> R<()> {
     let this = arg(uc, 0)?;
     let clock = &uc.get_data().ks.clock;
     if this != clock.interface || clock.interface == 0 {
-        return Err(format!("clock method called on {this:#x}, not the clock"));
+        return Err(
+            Rule::BadArgument.broke(format!("clock method called on {this:#x}, not the clock"))
+        );
     }
     if clock.references <= 0 {
-        return Err("clock used after its last reference was released".into());
+        return Err(Rule::ClockReference.broke("clock used after its last reference was released"));
     }
     Ok(())
 }
 
 fn clock_unexpected(_uc: &mut Uc) -> R<u64> {
-    Err("a clock method the model does not provide".into())
+    Err(Rule::BadArgument.broke("a clock method the model does not provide"))
 }
 
 fn clock_add_ref(uc: &mut Uc) -> R<u64> {
@@ -639,7 +642,7 @@ fn pin_of<'u>(uc: &'u Uc<'_>, pin: u64) -> R<&'u Pin> {
         .ks
         .pins
         .get(&pin)
-        .ok_or_else(|| format!("{pin:#x} is not a live pin"))
+        .ok_or_else(|| Rule::BadArgument.broke(format!("{pin:#x} is not a live pin")))
 }
 
 fn pin_mut<'u>(uc: &'u mut Uc<'_>, pin: u64) -> R<&'u mut Pin> {
@@ -647,19 +650,17 @@ fn pin_mut<'u>(uc: &'u mut Uc<'_>, pin: u64) -> R<&'u mut Pin> {
         .ks
         .pins
         .get_mut(&pin)
-        .ok_or_else(|| format!("{pin:#x} is not a live pin"))
+        .ok_or_else(|| Rule::BadArgument.broke(format!("{pin:#x} is not a live pin")))
 }
 
 fn ks_pin_attempt_processing(uc: &mut Uc) -> R<u64> {
     let pin = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     pin_mut(uc, pin)?.attempt = true;
     Ok(0)
 }
 
 fn ks_pin_acquire_processing_mutex(uc: &mut Uc) -> R<u64> {
     let pin = arg(uc, 0)?;
-    need_at_most(uc, irql::APC)?;
     let thread = uc.get_data().thread;
     loop {
         let p = pin_mut(uc, pin)?;
@@ -668,15 +669,13 @@ fn ks_pin_acquire_processing_mutex(uc: &mut Uc) -> R<u64> {
                 p.processing = Some(thread);
                 return Ok(0);
             }
-            Some(t) if t == thread => return Err(
-                "KsPinAcquireProcessingMutex by its owner (inside Process, or twice): a deadlock"
-                    .into(),
-            ),
+            Some(t) if t == thread => return Err(Rule::Deadlock.broke(
+                "KsPinAcquireProcessingMutex by its owner (inside Process, or twice): a deadlock",
+            )),
             Some(_) => {
                 if !nt::run_one(uc)? {
-                    return Err(
-                        "KsPinAcquireProcessingMutex: the owner can never release it".into(),
-                    );
+                    return Err(Rule::Deadlock
+                        .broke("KsPinAcquireProcessingMutex: the owner can never release it"));
                 }
             }
         }
@@ -688,7 +687,7 @@ fn ks_pin_release_processing_mutex(uc: &mut Uc) -> R<u64> {
     let thread = uc.get_data().thread;
     let p = pin_mut(uc, pin)?;
     if p.processing != Some(thread) {
-        return Err("KsPinReleaseProcessingMutex without holding it".into());
+        return Err(Rule::Mutex.broke("KsPinReleaseProcessingMutex without holding it"));
     }
     p.processing = None;
     Ok(0)
@@ -740,14 +739,40 @@ pub fn run_processing(uc: &mut Uc) -> R<bool> {
     let after = (p.leading.frame, p.leading.consumed, p.completed.len());
     if u64::from(status) == STATUS_SUCCESS && p.leading.frame.is_some() {
         if after == before {
-            return Err(
-                "Process returned STATUS_SUCCESS with a frame at the leading edge that it did not move: AVStream would call it again forever"
-                    .into(),
-            );
+            return Err(Rule::ProcessNoProgress.broke("Process returned STATUS_SUCCESS with a frame at the leading edge that it did not move: AVStream would call it again forever"));
         }
         p.attempt = true;
     }
     Ok(true)
+}
+
+/// Pins that wait for processing nothing will ever restart: in RUN, a
+/// frame at the leading edge, the last Process returned `STATUS_PENDING`,
+/// no trigger pending, and nothing left in the system that could call
+/// `KsPinAttemptProcessing` (no timer queued, no DPC, no work item). On
+/// Windows such a pin streams no more frames until the graph stops it.
+#[must_use]
+pub fn stalled_pins(uc: &Uc) -> Vec<String> {
+    let k = uc.get_data();
+    let idle = k.nt.dpc_queue.is_empty()
+        && k.nt.work_queue.is_empty()
+        && k.nt.timers.values().all(|t| t.due.is_none());
+    if !idle {
+        return Vec::new();
+    }
+    k.ks.pins
+        .values()
+        .filter(|p| p.created && p.state == state::RUN && p.leading.frame.is_some())
+        .filter(|p| !p.attempt && p.processing.is_none())
+        .filter(|p| p.process_results.last().map(|s| u64::from(*s)) == Some(STATUS_PENDING))
+        .map(|p| {
+            Rule::ProcessStalled.broke(format!(
+                "pin {:#x}: Process returned STATUS_PENDING with {} frame(s) queued, and no timer, DPC or work item is left to restart it",
+                p.address,
+                p.frames.len()
+            ))
+        })
+        .collect()
 }
 
 /// A routine of the pin's dispatch table, read from its (possibly edited)
@@ -776,9 +801,9 @@ pub fn queue_frame(
         .r32(pin + off!(KsPin, stream_header_size))?
         .max(size::<KsStreamHeader>() as u32);
     if u64::from(header_size) > HEADER_WITH_FRAME_INFO {
-        return Err(format!(
+        return Err(Rule::BadArgument.broke(format!(
             "StreamHeaderSize {header_size} is more than the model provides"
-        ));
+        )));
     }
     uc.w32(header + off!(KsStreamHeader, size), header_size)?;
     uc.w32(header + off!(KsStreamHeader, frame_extent), extent)?;
@@ -793,7 +818,7 @@ pub fn queue_frame(
     let p =
         k.ks.pins
             .get_mut(&pin)
-            .ok_or_else(|| format!("{pin:#x} is not a live pin"))?;
+            .ok_or_else(|| Rule::BadArgument.broke(format!("{pin:#x} is not a live pin")))?;
     p.frames.push_back(Frame {
         id,
         header,
@@ -814,10 +839,24 @@ pub fn queue_frame(
 }
 
 fn frame(p: &Pin, id: u64) -> R<&Frame> {
-    p.frames
-        .iter()
-        .find(|f| f.id == id)
-        .ok_or_else(|| format!("frame {id} is not in the queue"))
+    p.frames.iter().find(|f| f.id == id).ok_or_else(|| {
+        if p.completed_ids.contains(&id) {
+            Rule::FrameCompletedTwice.broke(format!("frame {id} is used after it completed"))
+        } else {
+            Rule::BadArgument.broke(format!("frame {id} is not in the queue"))
+        }
+    })
+}
+
+/// Completes frame `id` of `pin` now (what AVStream does when the leading
+/// edge has left it and its last clone is gone, or when it cancels it).
+/// A frame completes once: a second completion is a rule violation.
+pub fn complete_frame(uc: &mut Uc, pin: u64, id: u64, flushed: bool) -> R<()> {
+    if pin_of(uc, pin)?.completed_ids.contains(&id) {
+        return Err(Rule::FrameCompletedTwice.broke(format!("frame {id} completed twice")));
+    }
+    let f = frame(pin_of(uc, pin)?, id)?.clone();
+    complete(uc, pin, &f, flushed)
 }
 
 /// Writes the leading edge's `KSSTREAM_POINTER` from the model's state.
@@ -862,7 +901,7 @@ fn leave_frame(uc: &mut Uc, pin: u64) -> R<bool> {
         .frames
         .iter()
         .position(|f| f.id == current)
-        .ok_or("the leading edge's frame left the queue")?;
+        .ok_or(Rule::BadArgument.broke("the leading edge's frame left the queue"))?;
     p.frames[index].passed = true;
     let next = p.frames.get(index + 1).map(|f| f.id);
     p.leading.frame = next;
@@ -890,10 +929,10 @@ fn complete(uc: &mut Uc, pin: u64, f: &Frame, flushed: bool) -> R<()> {
     let header_size = uc.r32(h + off!(KsStreamHeader, size))?;
     let data_used = uc.r32(h + off!(KsStreamHeader, data_used))?;
     if data_used > f.extent {
-        return Err(format!(
+        return Err(Rule::FrameOverfilled.broke(format!(
             "frame completed with DataUsed {data_used} beyond its FrameExtent {}",
             f.extent
-        ));
+        )));
     }
     let frame_info = if u64::from(header_size) >= HEADER_WITH_FRAME_INFO {
         let i = h + size::<KsStreamHeader>();
@@ -929,6 +968,9 @@ fn complete(uc: &mut Uc, pin: u64, f: &Frame, flushed: bool) -> R<()> {
         machine::free(uc, f.data)?;
     }
     let p = pin_mut(uc, pin)?;
+    if !p.completed_ids.insert(f.id) {
+        return Err(Rule::FrameCompletedTwice.broke(format!("frame {} completed twice", f.id)));
+    }
     p.frames.retain(|x| x.id != f.id);
     p.completed.push(record);
     Ok(())
@@ -940,10 +982,10 @@ fn complete(uc: &mut Uc, pin: u64, f: &Frame, flushed: bool) -> R<()> {
 pub fn flush_queue(uc: &mut Uc, pin: u64) -> R<()> {
     let frames: Vec<Frame> = pin_of(uc, pin)?.frames.iter().cloned().collect();
     if let Some(f) = frames.iter().find(|f| f.clones > 0) {
-        return Err(format!(
+        return Err(Rule::CloneLeak.broke(format!(
             "frame {} still has {} clone(s) when AVStream flushes the queue: the stop would never complete",
             f.id, f.clones
-        ));
+        )));
     }
     for f in &frames {
         complete(uc, pin, f, true)?;
@@ -970,14 +1012,14 @@ fn pointer(uc: &Uc, sp: u64) -> R<Pointer> {
         return Ok(Pointer::Clone(c.clone()));
     }
     if ks.deleted_clones.contains(&sp) {
-        return Err(format!("stream pointer {sp:#x} used after it was deleted"));
+        return Err(Rule::CloneUseAfterDelete
+            .broke(format!("stream pointer {sp:#x} used after it was deleted")));
     }
-    Err(format!("{sp:#x} is not a stream pointer"))
+    Err(Rule::BadArgument.broke(format!("{sp:#x} is not a stream pointer")))
 }
 
 fn ks_pin_get_leading_edge_stream_pointer(uc: &mut Uc) -> R<u64> {
     let (pin, lock) = (arg(uc, 0)?, arg(uc, 1)? as u32);
-    need_at_most(uc, irql::DISPATCH)?;
     let p = pin_mut(uc, pin)?;
     if lock == 1 {
         if p.leading.frame.is_none() {
@@ -996,7 +1038,8 @@ fn leading_locked(uc: &Uc, pin: u64, what: &str) -> R<()> {
     if pin_of(uc, pin)?.leading.locked {
         Ok(())
     } else {
-        Err(format!("{what} on the leading edge while it is unlocked"))
+        Err(Rule::LeadingEdgeUnlocked
+            .broke(format!("{what} on the leading edge while it is unlocked")))
     }
 }
 
@@ -1007,25 +1050,26 @@ fn ks_stream_pointer_advance_offsets(uc: &mut Uc) -> R<u64> {
         arg(uc, 2)? as u32,
         arg(uc, 3)? as u8,
     );
-    need_at_most(uc, irql::DISPATCH)?;
     let Pointer::Leading(pin) = pointer(uc, sp)? else {
-        return Err(
-            "KsStreamPointerAdvanceOffsets on a clone: not modelled (the driver never does it)"
-                .into(),
-        );
+        return Err(Rule::BadArgument.broke(
+            "KsStreamPointerAdvanceOffsets on a clone: not modelled (the driver never does it)",
+        ));
     };
     leading_locked(uc, pin, "KsStreamPointerAdvanceOffsets")?;
     if in_used != 0 {
-        return Err("InUsed on an output pin".into());
+        return Err(Rule::BadArgument.broke("InUsed on an output pin"));
     }
     let p = pin_mut(uc, pin)?;
-    let id = p.leading.frame.ok_or("the leading edge has no frame")?;
+    let id = p
+        .leading
+        .frame
+        .ok_or(Rule::BadArgument.broke("the leading edge has no frame"))?;
     let extent = frame(p, id)?.extent;
     let remaining = extent - p.leading.consumed;
     if out_used > remaining {
-        return Err(format!(
+        return Err(Rule::FrameOverfilled.broke(format!(
             "advanced by {out_used} bytes with {remaining} remaining in the frame"
-        ));
+        )));
     }
     p.leading.consumed += out_used;
     if p.leading.consumed == extent || eject != 0 {
@@ -1041,11 +1085,9 @@ fn ks_stream_pointer_advance_offsets(uc: &mut Uc) -> R<u64> {
 
 fn ks_stream_pointer_advance(uc: &mut Uc) -> R<u64> {
     let sp = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     let Pointer::Leading(pin) = pointer(uc, sp)? else {
-        return Err(
-            "KsStreamPointerAdvance on a clone: not modelled (the driver never does it)".into(),
-        );
+        return Err(Rule::BadArgument
+            .broke("KsStreamPointerAdvance on a clone: not modelled (the driver never does it)"));
     };
     if pin_of(uc, pin)?.leading.frame.is_none() {
         return Ok(STATUS_DEVICE_NOT_READY);
@@ -1059,37 +1101,37 @@ fn ks_stream_pointer_advance(uc: &mut Uc) -> R<u64> {
 
 fn ks_stream_pointer_unlock(uc: &mut Uc) -> R<u64> {
     let (sp, eject) = (arg(uc, 0)?, arg(uc, 1)? as u8);
-    need_at_most(uc, irql::DISPATCH)?;
     match pointer(uc, sp)? {
         Pointer::Leading(pin) => {
-            leading_locked(uc, pin, "KsStreamPointerUnlock")?;
+            if !pin_of(uc, pin)?.leading.locked {
+                return Err(Rule::LeadingEdgeDoubleUnlock
+                    .broke("KsStreamPointerUnlock of the leading edge, which is not locked"));
+            }
             pin_mut(uc, pin)?.leading.locked = false;
             if eject != 0 {
                 leave_frame(uc, pin)?; // keeps the (now unlocked) state
             }
             Ok(0)
         }
-        Pointer::Clone(_) => {
-            Err("KsStreamPointerUnlock on a clone: not modelled (the driver never does it)".into())
-        }
+        Pointer::Clone(_) => Err(Rule::BadArgument
+            .broke("KsStreamPointerUnlock on a clone: not modelled (the driver never does it)")),
     }
 }
 
 fn ks_stream_pointer_clone(uc: &mut Uc) -> R<u64> {
     let (sp, cancel, context_size, out) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?, arg(uc, 3)?);
-    need_at_most(uc, irql::DISPATCH)?;
     let Pointer::Leading(pin) = pointer(uc, sp)? else {
-        return Err(
-            "KsStreamPointerClone of a clone: not modelled (the driver never does it)".into(),
-        );
+        return Err(Rule::BadArgument
+            .broke("KsStreamPointerClone of a clone: not modelled (the driver never does it)"));
     };
     if cancel != 0 {
-        return Err("clone with a cancel callback: not modelled (the driver passes none)".into());
+        return Err(Rule::BadArgument
+            .broke("clone with a cancel callback: not modelled (the driver passes none)"));
     }
     let id = pin_of(uc, pin)?
         .leading
         .frame
-        .ok_or("KsStreamPointerClone of a leading edge with no frame")?;
+        .ok_or(Rule::BadArgument.broke("KsStreamPointerClone of a leading edge with no frame"))?;
     let clone = alloc(
         uc,
         64 + context_size,
@@ -1116,10 +1158,16 @@ fn ks_stream_pointer_clone(uc: &mut Uc) -> R<u64> {
 
 fn ks_stream_pointer_delete(uc: &mut Uc) -> R<u64> {
     let sp = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
+    if uc.get_data().ks.deleted_clones.contains(&sp) && !uc.get_data().ks.clones.contains_key(&sp) {
+        return Err(Rule::CloneDoubleDelete.broke(format!(
+            "KsStreamPointerDelete of {sp:#x}, a clone already deleted"
+        )));
+    }
     let c = match pointer(uc, sp)? {
         Pointer::Clone(c) => c,
-        Pointer::Leading(_) => return Err("KsStreamPointerDelete of the leading edge".into()),
+        Pointer::Leading(_) => {
+            return Err(Rule::BadArgument.broke("KsStreamPointerDelete of the leading edge"))
+        }
     };
     machine::free(uc, sp)?;
     let ks = &mut uc.get_data_mut().ks;
@@ -1129,7 +1177,7 @@ fn ks_stream_pointer_delete(uc: &mut Uc) -> R<u64> {
     p.frames
         .iter_mut()
         .find(|f| f.id == c.frame)
-        .ok_or("a clone's frame left the queue")?
+        .ok_or(Rule::BadArgument.broke("a clone's frame left the queue"))?
         .clones -= 1;
     try_complete(uc, c.pin, c.frame)?;
     Ok(0)
@@ -1137,14 +1185,13 @@ fn ks_stream_pointer_delete(uc: &mut Uc) -> R<u64> {
 
 fn ks_stream_pointer_set_status_code(uc: &mut Uc) -> R<u64> {
     let (sp, status) = (arg(uc, 0)?, arg(uc, 1)? as u32);
-    need_at_most(uc, irql::DISPATCH)?;
     let (pin, id) = match pointer(uc, sp)? {
         Pointer::Leading(pin) => (
             pin,
             pin_of(uc, pin)?
                 .leading
                 .frame
-                .ok_or("SetStatusCode on a leading edge with no frame")?,
+                .ok_or(Rule::BadArgument.broke("SetStatusCode on a leading edge with no frame"))?,
         ),
         Pointer::Clone(c) => (c.pin, c.frame),
     };
@@ -1152,7 +1199,7 @@ fn ks_stream_pointer_set_status_code(uc: &mut Uc) -> R<u64> {
     p.frames
         .iter_mut()
         .find(|f| f.id == id)
-        .ok_or("frame left the queue")?
+        .ok_or(Rule::BadArgument.broke("frame left the queue"))?
         .status = Some(status);
     Ok(STATUS_SUCCESS)
 }

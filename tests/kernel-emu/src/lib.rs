@@ -12,6 +12,7 @@ pub mod machine;
 pub mod nt;
 pub mod oracle;
 pub mod pe;
+pub mod rules;
 pub mod session;
 
 pub use machine::Config;

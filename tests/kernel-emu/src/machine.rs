@@ -12,6 +12,7 @@ use unicorn_engine::{RegisterX86, Unicorn};
 
 use crate::ks;
 use crate::nt;
+use crate::rules::{self, Rule};
 
 /// A model failure: a rule the driver broke, a fault, or a bug check. The
 /// message says what, where and (for faults) in which block.
@@ -141,6 +142,8 @@ pub struct Hook {
     pub name: String,
     /// The model.
     pub f: HookFn,
+    /// The routine's documented IRQL (checked before the model runs).
+    pub limit: rules::Limit,
 }
 
 /// Everything the model knows: the data of the unicorn instance.
@@ -192,6 +195,9 @@ impl Kernel {
             if let Some(h) = self.hooks.get(i) {
                 return format!("hook {}", h.name);
             }
+        }
+        if (RETURN_TRAP..RETURN_TRAP + PAGE).contains(&address) {
+            return "the model (a direct call, not from the driver)".into();
         }
         if (STACK_BASE - PAGE..STACK_BASE).contains(&address) {
             return "below the kernel stack (stack overflow)".into();
@@ -307,23 +313,34 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
 
 fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
     let index = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
-    let Some(f) = uc.get_data().hooks.get(index).map(|h| h.f) else {
+    let Some((f, limit)) = uc.get_data().hooks.get(index).map(|h| (h.f, h.limit)) else {
         fail(uc, format!("call to an unbound stub at {address:#x}"));
         return;
     };
-    // The name is only needed for a failure message: not cloned per call.
-    let name = |uc: &Uc| uc.get_data().hooks[index].name.clone();
+    // The name and the call site are only needed for a failure message:
+    // not built per call. At the stub, [RSP] is the return address into
+    // the caller.
+    let context = |uc: &Uc| {
+        let k = uc.get_data();
+        let site = k.describe(return_address(uc));
+        format!("{} called from {site}", k.hooks[index].name)
+    };
+    if let Err(message) = limit.check(uc.get_data().irql) {
+        let message = format!("{}: {message}", context(uc));
+        fail(uc, message);
+        return;
+    }
     match catch_unwind(AssertUnwindSafe(|| f(uc))) {
         Ok(Ok(value)) => {
             if uc.get_data().failure.is_some() {
                 let _ = uc.emu_stop();
             } else if let Err(e) = uc.reg_write(RegisterX86::RAX, value) {
-                let message = format!("{}: {e:?}", name(uc));
+                let message = format!("{}: {e:?}", context(uc));
                 fail(uc, message);
             }
         }
         Ok(Err(message)) => {
-            let message = format!("{}: {message}", name(uc));
+            let message = format!("{}: {message}", context(uc));
             fail(uc, message);
         }
         Err(panic) => {
@@ -332,7 +349,7 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
                 .unwrap_or_default();
-            let message = format!("{}: the model panicked: {text}", name(uc));
+            let message = format!("{}: the model panicked: {text}", context(uc));
             fail(uc, message);
         }
     }
@@ -341,11 +358,16 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
 fn on_bad_access(uc: &mut Uc, kind: MemType, address: u64, size: usize, _value: i64) -> bool {
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
     let k = uc.get_data();
-    let message = format!(
+    let rule = match k.memory.block_at(address) {
+        Some(b) if b.freed => Rule::UseAfterFree,
+        Some(_) => Rule::OutOfBounds,
+        None => Rule::InvalidAccess,
+    };
+    let message = rule.broke(format!(
         "{kind:?} of {size} bytes at {address:#x} ({}) by the instruction at {rip:#x} ({})",
         k.describe(address),
         k.describe(rip)
-    );
+    ));
     fail(uc, message);
     false
 }
@@ -358,6 +380,7 @@ pub fn add_hook(uc: &mut Uc, name: &str, f: HookFn) -> u64 {
     k.hooks.push(Hook {
         name: name.to_string(),
         f,
+        limit: rules::irql_limit(name).unwrap_or(rules::Limit::Any),
     });
     THUNK_BASE + index * THUNK_STRIDE
 }
@@ -463,14 +486,24 @@ pub fn arg(uc: &Uc, i: usize) -> R<u64> {
     uc.reg_read(reg).map_err(uc_err)
 }
 
+/// Inside a hook: the address its caller returns to (at the stub, before
+/// its `ret`, [RSP] holds it). 0 if it cannot be read.
+#[must_use]
+pub fn return_address(uc: &Uc) -> u64 {
+    uc.reg_read(RegisterX86::RSP)
+        .ok()
+        .and_then(|rsp| uc.r64(rsp).ok())
+        .unwrap_or(0)
+}
+
 /// Fails unless the running code is at `level` or below (the routine's
 /// documented IRQL).
 pub fn need_at_most(uc: &Uc, level: u8) -> R<()> {
     let now = uc.get_data().irql;
     if now > level {
-        return Err(format!(
+        return Err(Rule::IrqlTooHigh.broke(format!(
             "called at IRQL {now}; the routine requires IRQL <= {level}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -479,9 +512,9 @@ pub fn need_at_most(uc: &Uc, level: u8) -> R<()> {
 pub fn need_exactly(uc: &Uc, level: u8) -> R<()> {
     let now = uc.get_data().irql;
     if now != level {
-        return Err(format!(
+        return Err(Rule::IrqlTooHigh.broke(format!(
             "called at IRQL {now}; the routine requires IRQL {level}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -564,19 +597,19 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
         ));
     }
     if end_irql != level {
-        let message = format!(
+        let message = Rule::IrqlNotRestored.broke(format!(
             "{} returned at IRQL {end_irql}, but was called at IRQL {level}",
             uc.get_data().describe(function)
-        );
+        ));
         fail(uc, message.clone());
         return Err(message);
     }
     if locks_after != locks_before {
-        let message = format!(
+        let message = Rule::SpinLockHeldOnReturn.broke(format!(
             "{} returned holding {} spin lock(s) it acquired",
             uc.get_data().describe(function),
             locks_after.saturating_sub(locks_before)
-        );
+        ));
         fail(uc, message.clone());
         return Err(message);
     }

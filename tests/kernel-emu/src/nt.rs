@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use crate::layout::{DeviceDescription, DmaAdapter, DmaOperations};
-use crate::machine::{
-    self, alloc, arg, call, irql, need_at_most, need_exactly, tag_str, Kind, Mem, Uc, R,
-};
+use crate::machine::{self, alloc, arg, call, irql, need_at_most, tag_str, Kind, Mem, Uc, R};
+use crate::rules::Rule;
 use crate::{ks, off};
 
 /// `STATUS_SUCCESS`.
@@ -34,6 +33,8 @@ pub struct PoolBlock {
     pub tag: u32,
     /// Requested bytes.
     pub size: u64,
+    /// Where `ExAllocatePool2` was called from (named in a leak report).
+    pub site: u64,
 }
 
 /// A spin lock's holder.
@@ -41,6 +42,10 @@ pub struct PoolBlock {
 pub struct Holder {
     /// The thread that acquired it.
     pub thread: u32,
+    /// Acquired with `KeAcquireSpinLockRaiseToDpc` (to be released with
+    /// `KeReleaseSpinLock`), else with `KeAcquireSpinLockAtDpcLevel` (to be
+    /// released with `KeReleaseSpinLockFromDpcLevel`).
+    pub raised: bool,
 }
 
 /// A dispatcher object the model knows.
@@ -265,48 +270,63 @@ fn ke_bug_check_ex(uc: &mut Uc) -> R<u64> {
         *c = arg(uc, i)?;
     }
     uc.get_data_mut().nt.bugcheck = Some(code);
-    Err(format!(
+    Err(Rule::BugCheck.broke(format!(
         "KeBugCheckEx({:#x}, {:#x}, {:#x}, {:#x}, {:#x}): the driver bug-checked the machine (a Rust panic ends here)",
         code[0], code[1], code[2], code[3], code[4]
-    ))
+    )))
 }
 
 // --- Pool --------------------------------------------------------------------
 
 fn ex_allocate_pool2(uc: &mut Uc) -> R<u64> {
     let (flags, size, tag) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)? as u32);
-    need_at_most(uc, irql::DISPATCH)?;
     if flags & POOL_FLAG_PAGED != 0 && uc.get_data().irql >= irql::DISPATCH {
-        return Err("paged pool requested at DISPATCH_LEVEL".into());
+        return Err(Rule::PagedPoolAtDispatch.broke("paged pool requested at DISPATCH_LEVEL"));
     }
     if flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_PAGED) == 0 {
-        return Err(format!("pool flags {flags:#x} name no pool type"));
+        return Err(Rule::BadArgument.broke(format!("pool flags {flags:#x} name no pool type")));
     }
     if tag == 0 {
-        return Err("pool tag 0".into());
+        return Err(Rule::BadArgument.broke("pool tag 0"));
     }
     let address = alloc(uc, size, 16, Kind::Pool { tag })?;
+    let caller = machine::return_address(uc);
     let nt = &mut uc.get_data_mut().nt;
-    nt.pool.insert(address, PoolBlock { tag, size });
+    nt.pool.insert(
+        address,
+        PoolBlock {
+            tag,
+            size,
+            site: caller,
+        },
+    );
     nt.pool_by_tag.entry(tag).or_default().0 += 1;
     Ok(address)
 }
 
 fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
     let (address, tag) = (arg(uc, 0)?, arg(uc, 1)? as u32);
-    need_at_most(uc, irql::DISPATCH)?;
     let Some(block) = uc.get_data().nt.pool.get(&address).cloned() else {
-        return Err(format!(
-            "ExFreePoolWithTag of {address:#x}, which is not a live pool block ({}): a double free or a foreign pointer",
-            uc.get_data().describe(address)
-        ));
+        let k = uc.get_data();
+        let freed_pool = k.memory.block_at(address).is_some_and(|b| {
+            b.freed && b.address == address && matches!(b.kind, Kind::Pool { .. })
+        });
+        let rule = if freed_pool {
+            Rule::PoolDoubleFree
+        } else {
+            Rule::PoolUnknownFree
+        };
+        return Err(rule.broke(format!(
+            "ExFreePoolWithTag of {address:#x}, which is not a live pool block ({})",
+            k.describe(address)
+        )));
     };
     if block.tag != tag {
-        return Err(format!(
+        return Err(Rule::PoolWrongTag.broke(format!(
             "block {address:#x} was allocated with tag {:?} and freed with tag {:?}",
             tag_str(block.tag),
             tag_str(tag)
-        ));
+        )));
     }
     if let Some((lock, _)) = uc
         .get_data()
@@ -315,9 +335,9 @@ fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
         .range(address..address + block.size.max(1))
         .next()
     {
-        return Err(format!(
+        return Err(Rule::UseAfterFree.broke(format!(
             "pool block {address:#x} freed while the spin lock at {lock:#x} inside it is held"
-        ));
+        )));
     }
     let range = address..address + block.size.max(1);
     let nt = &uc.get_data().nt;
@@ -326,14 +346,14 @@ fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
         .range(range.clone())
         .find(|(_, t)| t.due.is_some())
     {
-        return Err(format!(
+        return Err(Rule::TimerInFreedPool.broke(format!(
             "pool block {address:#x} freed while the timer at {timer:#x} inside it is queued (Driver Verifier: a timer in freed pool)"
-        ));
+        )));
     }
     if let Some((dpc, _)) = nt.dpcs.range(range.clone()).find(|(_, d)| d.queued) {
-        return Err(format!(
+        return Err(Rule::DpcInFreedPool.broke(format!(
             "pool block {address:#x} freed while the DPC at {dpc:#x} inside it is queued"
-        ));
+        )));
     }
     machine::free(uc, address)?;
     let nt = &mut uc.get_data_mut().nt;
@@ -347,29 +367,44 @@ fn ex_free_pool_with_tag(uc: &mut Uc) -> R<u64> {
 
 // --- Spin locks ----------------------------------------------------------------
 
-fn acquire(uc: &mut Uc, lock: u64) -> R<()> {
+fn acquire(uc: &mut Uc, lock: u64, raised: bool) -> R<()> {
     let thread = uc.get_data().thread;
     if let Some(h) = uc.get_data().nt.spin_locks.get(&lock) {
-        return Err(format!(
+        return Err(Rule::SpinLockRecursion.broke(format!(
             "spin lock {lock:#x} acquired while already held (by thread {}): a deadlock",
             h.thread
-        ));
+        )));
     }
     uc.get_data_mut()
         .nt
         .spin_locks
-        .insert(lock, Holder { thread });
+        .insert(lock, Holder { thread, raised });
     Ok(())
 }
 
-fn release(uc: &mut Uc, lock: u64) -> R<()> {
+fn release(uc: &mut Uc, lock: u64, raised: bool) -> R<()> {
     let thread = uc.get_data().thread;
     match uc.get_data().nt.spin_locks.get(&lock) {
-        None => Err(format!("spin lock {lock:#x} released but not held")),
-        Some(h) if h.thread != thread => Err(format!(
+        None => {
+            Err(Rule::SpinLockNotHeld.broke(format!("spin lock {lock:#x} released but not held")))
+        }
+        Some(h) if h.thread != thread => Err(Rule::SpinLockNotHeld.broke(format!(
             "spin lock {lock:#x} released by thread {thread} but held by thread {}",
             h.thread
-        )),
+        ))),
+        Some(h) if h.raised != raised => Err(Rule::SpinLockVariant.broke(format!(
+            "spin lock {lock:#x} acquired with {} but released with {}",
+            if h.raised {
+                "KeAcquireSpinLockRaiseToDpc"
+            } else {
+                "KeAcquireSpinLockAtDpcLevel"
+            },
+            if raised {
+                "KeReleaseSpinLock"
+            } else {
+                "KeReleaseSpinLockFromDpcLevel"
+            }
+        ))),
         Some(_) => {
             uc.get_data_mut().nt.spin_locks.remove(&lock);
             Ok(())
@@ -379,8 +414,7 @@ fn release(uc: &mut Uc, lock: u64) -> R<()> {
 
 fn ke_acquire_spin_lock_raise_to_dpc(uc: &mut Uc) -> R<u64> {
     let lock = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
-    acquire(uc, lock)?;
+    acquire(uc, lock, true)?;
     let k = uc.get_data_mut();
     let old = k.irql;
     k.irql = irql::DISPATCH;
@@ -389,26 +423,23 @@ fn ke_acquire_spin_lock_raise_to_dpc(uc: &mut Uc) -> R<u64> {
 
 fn ke_release_spin_lock(uc: &mut Uc) -> R<u64> {
     let (lock, new_irql) = (arg(uc, 0)?, arg(uc, 1)? as u8);
-    need_exactly(uc, irql::DISPATCH)?;
     if new_irql > irql::DISPATCH {
-        return Err(format!("KeReleaseSpinLock to IRQL {new_irql}"));
+        return Err(Rule::BadArgument.broke(format!("KeReleaseSpinLock to IRQL {new_irql}")));
     }
-    release(uc, lock)?;
+    release(uc, lock, true)?;
     uc.get_data_mut().irql = new_irql;
     Ok(0)
 }
 
 fn ke_acquire_spin_lock_at_dpc_level(uc: &mut Uc) -> R<u64> {
     let lock = arg(uc, 0)?;
-    need_exactly(uc, irql::DISPATCH)?;
-    acquire(uc, lock)?;
+    acquire(uc, lock, false)?;
     Ok(0)
 }
 
 fn ke_release_spin_lock_from_dpc_level(uc: &mut Uc) -> R<u64> {
     let lock = arg(uc, 0)?;
-    need_exactly(uc, irql::DISPATCH)?;
-    release(uc, lock)?;
+    release(uc, lock, false)?;
     Ok(0)
 }
 
@@ -419,7 +450,7 @@ fn ke_initialize_event(uc: &mut Uc) -> R<u64> {
     let synchronization = match kind {
         0 => false,
         1 => true,
-        other => return Err(format!("event type {other}")),
+        other => return Err(Rule::BadArgument.broke(format!("event type {other}"))),
     };
     uc.get_data_mut().nt.objects.insert(
         event,
@@ -434,13 +465,12 @@ fn ke_initialize_event(uc: &mut Uc) -> R<u64> {
 fn event_mut<'u>(uc: &'u mut Uc<'_>, event: u64) -> R<&'u mut bool> {
     match uc.get_data_mut().nt.objects.get_mut(&event) {
         Some(Object::Event { signaled, .. }) => Ok(signaled),
-        _ => Err(format!("{event:#x} is not an initialised event")),
+        _ => Err(Rule::BadArgument.broke(format!("{event:#x} is not an initialised event"))),
     }
 }
 
 fn ke_set_event(uc: &mut Uc) -> R<u64> {
     let event = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     let signaled = event_mut(uc, event)?;
     let previous = *signaled;
     *signaled = true;
@@ -449,7 +479,6 @@ fn ke_set_event(uc: &mut Uc) -> R<u64> {
 
 fn ke_clear_event(uc: &mut Uc) -> R<u64> {
     let event = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     *event_mut(uc, event)? = false;
     Ok(0)
 }
@@ -465,7 +494,6 @@ fn ke_initialize_mutex(uc: &mut Uc) -> R<u64> {
 
 fn ke_release_mutex(uc: &mut Uc) -> R<u64> {
     let mutex = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     let thread = uc.get_data().thread;
     match uc.get_data_mut().nt.objects.get_mut(&mutex) {
         Some(Object::Mutex { owner }) => match *owner {
@@ -473,12 +501,12 @@ fn ke_release_mutex(uc: &mut Uc) -> R<u64> {
                 *owner = if n > 1 { Some((t, n - 1)) } else { None };
                 Ok(0)
             }
-            Some((t, _)) => Err(format!(
+            Some((t, _)) => Err(Rule::Mutex.broke(format!(
                 "mutex {mutex:#x} released by thread {thread} but owned by thread {t}"
-            )),
-            None => Err(format!("mutex {mutex:#x} released but not owned")),
+            ))),
+            None => Err(Rule::Mutex.broke(format!("mutex {mutex:#x} released but not owned"))),
         },
-        _ => Err(format!("{mutex:#x} is not an initialised mutex")),
+        _ => Err(Rule::BadArgument.broke(format!("{mutex:#x} is not an initialised mutex"))),
     }
 }
 
@@ -513,9 +541,9 @@ fn ke_wait_for_single_object(uc: &mut Uc) -> R<u64> {
                 Some(_) => false,
             },
             None => {
-                return Err(format!(
+                return Err(Rule::BadArgument.broke(format!(
                     "wait on {object:#x}, which is not an initialised object"
-                ))
+                )))
             }
         };
         if ready {
@@ -527,9 +555,9 @@ fn ke_wait_for_single_object(uc: &mut Uc) -> R<u64> {
         // Let the rest of the system run (DPCs, work items, KS workers);
         // if nothing can, nothing will ever signal the object.
         if !run_one(uc)? {
-            return Err(format!(
+            return Err(Rule::Deadlock.broke(format!(
                 "thread {thread} waits for {object:#x}, which nothing left to run can signal: a deadlock"
-            ));
+            )));
         }
     }
 }
@@ -544,22 +572,20 @@ fn ke_initialize_timer_ex(uc: &mut Uc) -> R<u64> {
 
 fn ke_set_timer(uc: &mut Uc) -> R<u64> {
     let (timer, due, dpc) = (arg(uc, 0)?, arg(uc, 1)? as i64, arg(uc, 2)?);
-    need_at_most(uc, irql::DISPATCH)?;
     let now = uc.get_data().now;
     if dpc != 0 && !uc.get_data().nt.dpcs.contains_key(&dpc) {
-        return Err(format!("KeSetTimer with an uninitialised DPC {dpc:#x}"));
+        return Err(
+            Rule::BadArgument.broke(format!("KeSetTimer with an uninitialised DPC {dpc:#x}"))
+        );
     }
     let at = if due < 0 {
         now.saturating_sub(due)
     } else {
         due.max(now)
     };
-    let t = uc
-        .get_data_mut()
-        .nt
-        .timers
-        .get_mut(&timer)
-        .ok_or_else(|| format!("KeSetTimer on an uninitialised timer {timer:#x}"))?;
+    let t = uc.get_data_mut().nt.timers.get_mut(&timer).ok_or_else(|| {
+        Rule::BadArgument.broke(format!("KeSetTimer on an uninitialised timer {timer:#x}"))
+    })?;
     let was_queued = t.due.is_some();
     t.due = Some(at);
     t.dpc = dpc;
@@ -568,13 +594,11 @@ fn ke_set_timer(uc: &mut Uc) -> R<u64> {
 
 fn ke_cancel_timer(uc: &mut Uc) -> R<u64> {
     let timer = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
-    let t = uc
-        .get_data_mut()
-        .nt
-        .timers
-        .get_mut(&timer)
-        .ok_or_else(|| format!("KeCancelTimer on an uninitialised timer {timer:#x}"))?;
+    let t = uc.get_data_mut().nt.timers.get_mut(&timer).ok_or_else(|| {
+        Rule::BadArgument.broke(format!(
+            "KeCancelTimer on an uninitialised timer {timer:#x}"
+        ))
+    })?;
     Ok(u64::from(t.due.take().is_some()))
 }
 
@@ -592,7 +616,6 @@ fn ke_initialize_dpc(uc: &mut Uc) -> R<u64> {
 }
 
 fn ke_flush_queued_dpcs(uc: &mut Uc) -> R<u64> {
-    need_exactly(uc, irql::PASSIVE)?;
     while let Some(dpc) = uc.get_data_mut().nt.dpc_queue.pop_front() {
         run_dpc(uc, dpc)?;
     }
@@ -611,9 +634,8 @@ fn ke_query_performance_counter(uc: &mut Uc) -> R<u64> {
 
 fn io_allocate_work_item(uc: &mut Uc) -> R<u64> {
     let device = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     if device == 0 {
-        return Err("IoAllocateWorkItem for a NULL device object".into());
+        return Err(Rule::BadArgument.broke("IoAllocateWorkItem for a NULL device object"));
     }
     let item = alloc(uc, 0x58, 16, Kind::Model("IO_WORKITEM"))?;
     uc.get_data_mut().nt.work_items.insert(
@@ -628,20 +650,23 @@ fn io_allocate_work_item(uc: &mut Uc) -> R<u64> {
 
 fn io_queue_work_item(uc: &mut Uc) -> R<u64> {
     let (item, routine, queue, context) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?, arg(uc, 3)?);
-    need_at_most(uc, irql::DISPATCH)?;
     if queue > 2 {
-        return Err(format!("work queue type {queue}"));
+        return Err(Rule::BadArgument.broke(format!("work queue type {queue}")));
     }
     let w = uc
         .get_data_mut()
         .nt
         .work_items
         .get_mut(&item)
-        .ok_or_else(|| format!("IoQueueWorkItem of {item:#x}, which is not a live work item"))?;
+        .ok_or_else(|| {
+            Rule::BadArgument.broke(format!(
+                "IoQueueWorkItem of {item:#x}, which is not a live work item"
+            ))
+        })?;
     if w.busy {
-        return Err(format!(
+        return Err(Rule::WorkItemBusy.broke(format!(
             "work item {item:#x} queued while already queued or running"
-        ));
+        )));
     }
     w.busy = true;
     uc.get_data_mut()
@@ -653,15 +678,15 @@ fn io_queue_work_item(uc: &mut Uc) -> R<u64> {
 
 fn io_free_work_item(uc: &mut Uc) -> R<u64> {
     let item = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     match uc.get_data().nt.work_items.get(&item) {
         None => {
-            return Err(format!(
+            return Err(Rule::BadArgument.broke(format!(
                 "IoFreeWorkItem of {item:#x}, which is not a live work item"
-            ))
+            )))
         }
         Some(w) if w.busy => {
-            return Err(format!("work item {item:#x} freed while queued or running"))
+            return Err(Rule::WorkItemBusy
+                .broke(format!("work item {item:#x} freed while queued or running")))
         }
         Some(_) => {}
     }
@@ -674,11 +699,10 @@ fn io_free_work_item(uc: &mut Uc) -> R<u64> {
 
 fn io_get_dma_adapter(uc: &mut Uc) -> R<u64> {
     let (pdo, description, map_registers) = (arg(uc, 0)?, arg(uc, 1)?, arg(uc, 2)?);
-    need_exactly(uc, irql::PASSIVE)?;
     if pdo == 0 || pdo != uc.get_data().ks.pdo {
-        return Err(format!(
+        return Err(Rule::BadArgument.broke(format!(
             "IoGetDmaAdapter for {pdo:#x}, which is not the device's PDO"
-        ));
+        )));
     }
     let bytes = uc.rbytes(
         description,
@@ -732,14 +756,15 @@ fn io_get_dma_adapter(uc: &mut Uc) -> R<u64> {
 fn live_adapter(uc: &Uc, adapter: u64) -> R<()> {
     match uc.get_data().nt.adapters.get(&adapter) {
         Some(a) if !a.put => Ok(()),
-        Some(_) => Err(format!("adapter {adapter:#x} used after PutDmaAdapter")),
-        None => Err(format!("{adapter:#x} is not a DMA adapter")),
+        Some(_) => {
+            Err(Rule::DmaAdapter.broke(format!("adapter {adapter:#x} used after PutDmaAdapter")))
+        }
+        None => Err(Rule::DmaAdapter.broke(format!("{adapter:#x} is not a DMA adapter"))),
     }
 }
 
 fn put_dma_adapter(uc: &mut Uc) -> R<u64> {
     let adapter = arg(uc, 0)?;
-    need_at_most(uc, irql::DISPATCH)?;
     live_adapter(uc, adapter)?;
     let outstanding = uc
         .get_data()
@@ -749,9 +774,9 @@ fn put_dma_adapter(uc: &mut Uc) -> R<u64> {
         .filter(|b| b.adapter == adapter)
         .count();
     if outstanding > 0 {
-        return Err(format!(
+        return Err(Rule::DmaAdapter.broke(format!(
             "PutDmaAdapter with {outstanding} common buffer(s) of the adapter still allocated"
-        ));
+        )));
     }
     if let Some(a) = uc.get_data_mut().nt.adapters.get_mut(&adapter) {
         a.put = true;
@@ -762,10 +787,10 @@ fn put_dma_adapter(uc: &mut Uc) -> R<u64> {
 fn allocate_common_buffer(uc: &mut Uc) -> R<u64> {
     let (adapter, length, logical, _cached) =
         (arg(uc, 0)?, arg(uc, 1)? as u32, arg(uc, 2)?, arg(uc, 3)?);
-    need_exactly(uc, irql::PASSIVE)?;
     live_adapter(uc, adapter)?;
     if length == 0 || logical == 0 {
-        return Err("AllocateCommonBuffer of 0 bytes or without a logical-address pointer".into());
+        return Err(Rule::BadArgument
+            .broke("AllocateCommonBuffer of 0 bytes or without a logical-address pointer"));
     }
     let va = alloc(uc, u64::from(length), machine::PAGE, Kind::CommonBuffer)?;
     let nt = &mut uc.get_data_mut().nt;
@@ -788,18 +813,17 @@ fn allocate_common_buffer(uc: &mut Uc) -> R<u64> {
 fn free_common_buffer(uc: &mut Uc) -> R<u64> {
     let (adapter, length, logical, va) =
         (arg(uc, 0)?, arg(uc, 1)? as u32, arg(uc, 2)?, arg(uc, 3)?);
-    need_exactly(uc, irql::PASSIVE)?;
     live_adapter(uc, adapter)?;
     let Some(b) = uc.get_data().nt.common_buffers.get(&va).cloned() else {
-        return Err(format!(
+        return Err(Rule::CommonBufferMismatch.broke(format!(
             "FreeCommonBuffer of {va:#x}, which is not a live common buffer"
-        ));
+        )));
     };
     if b.len != length || b.logical != logical || b.adapter != adapter {
-        return Err(format!(
+        return Err(Rule::CommonBufferMismatch.broke(format!(
             "FreeCommonBuffer({va:#x}, {length} bytes, logical {logical:#x}) of a buffer allocated as {} bytes at logical {:#x}",
             b.len, b.logical
-        ));
+        )));
     }
     machine::free(uc, va)?;
     let nt = &mut uc.get_data_mut().nt;
@@ -816,16 +840,15 @@ fn mm_allocate_contiguous_node_memory(uc: &mut Uc) -> R<u64> {
         arg(uc, 3)?,
         arg(uc, 4)?,
     );
-    need_at_most(uc, irql::DISPATCH)?;
     if protect & 0xFF != PAGE_READWRITE {
-        return Err(format!(
+        return Err(Rule::BadArgument.broke(format!(
             "contiguous memory with protection {protect:#x}, not PAGE_READWRITE"
-        ));
+        )));
     }
     if bytes == 0 || low > high || boundary != 0 && boundary < bytes {
-        return Err(format!(
+        return Err(Rule::BadArgument.broke(format!(
             "MmAllocateContiguousNodeMemory({bytes}, {low:#x}, {high:#x}, {boundary:#x})"
-        ));
+        )));
     }
     let va = alloc(uc, bytes, machine::PAGE, Kind::Contiguous)?;
     let nt = &mut uc.get_data_mut().nt;
@@ -838,11 +861,10 @@ fn mm_allocate_contiguous_node_memory(uc: &mut Uc) -> R<u64> {
 
 fn mm_free_contiguous_memory(uc: &mut Uc) -> R<u64> {
     let va = arg(uc, 0)?;
-    need_exactly(uc, irql::PASSIVE)?;
     let Some((bytes, _)) = uc.get_data().nt.contiguous.get(&va).copied() else {
-        return Err(format!(
+        return Err(Rule::CommonBufferMismatch.broke(format!(
             "MmFreeContiguousMemory of {va:#x}, which is not a live contiguous block"
-        ));
+        )));
     };
     machine::free(uc, va)?;
     let nt = &mut uc.get_data_mut().nt;
@@ -861,7 +883,11 @@ fn mm_get_physical_address(uc: &mut Uc) -> R<u64> {
         .next_back()
         .filter(|(start, (bytes, _))| va < **start + *bytes)
         .map(|(start, (_, physical))| physical + (va - start));
-    found.ok_or_else(|| format!("MmGetPhysicalAddress of {va:#x}, outside every contiguous block"))
+    found.ok_or_else(|| {
+        Rule::BadArgument.broke(format!(
+            "MmGetPhysicalAddress of {va:#x}, outside every contiguous block"
+        ))
+    })
 }
 
 // --- memcpy / memset ----------------------------------------------------------------------
@@ -872,9 +898,9 @@ fn memcpy(uc: &mut Uc) -> R<u64> {
         let bytes = uc.rbytes(src, len as usize)?;
         let (lo, hi) = (src.min(dst), src.max(dst));
         if hi < lo + len {
-            return Err(format!(
+            return Err(Rule::BadArgument.broke(format!(
                 "memcpy of {len} bytes between overlapping {src:#x} and {dst:#x}"
-            ));
+            )));
         }
         uc.wbytes(dst, &bytes)?;
     }
@@ -895,12 +921,9 @@ fn memset(uc: &mut Uc) -> R<u64> {
 
 fn run_dpc(uc: &mut Uc, dpc: u64) -> R<()> {
     let (routine, context) = {
-        let d = uc
-            .get_data_mut()
-            .nt
-            .dpcs
-            .get_mut(&dpc)
-            .ok_or_else(|| format!("queued DPC {dpc:#x} is not initialised"))?;
+        let d = uc.get_data_mut().nt.dpcs.get_mut(&dpc).ok_or_else(|| {
+            Rule::BadArgument.broke(format!("queued DPC {dpc:#x} is not initialised"))
+        })?;
         d.queued = false;
         d.runs += 1;
         (d.routine, d.context)
@@ -924,7 +947,7 @@ fn run_work_item(uc: &mut Uc, item: u64, routine: u64, context: u64) -> R<()> {
         .work_items
         .get(&item)
         .map(|w| w.device)
-        .ok_or_else(|| format!("queued work item {item:#x} was freed"))?;
+        .ok_or_else(|| Rule::WorkItemBusy.broke(format!("queued work item {item:#x} was freed")))?;
     let thread = uc.get_data_mut().new_thread();
     call(uc, routine, &[device, context], irql::PASSIVE, thread)?;
     if let Some(w) = uc.get_data_mut().nt.work_items.get_mut(&item) {
@@ -958,9 +981,8 @@ pub fn run_ready(uc: &mut Uc) -> R<()> {
     while run_one(uc)? {
         budget -= 1;
         if budget == 0 {
-            return Err(
-                "a million scheduler steps without virtual time passing: a livelock".into(),
-            );
+            return Err(Rule::BadArgument
+                .broke("a million scheduler steps without virtual time passing: a livelock"));
         }
     }
     Ok(())
@@ -1003,5 +1025,9 @@ pub fn advance_to(uc: &mut Uc, until: i64) -> R<()> {
     }
     let k = uc.get_data_mut();
     k.now = k.now.max(until);
-    run_ready(uc)
+    run_ready(uc)?;
+    match ks::stalled_pins(uc).into_iter().next() {
+        Some(stall) => Err(stall),
+        None => Ok(()),
+    }
 }

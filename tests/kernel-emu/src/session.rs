@@ -9,12 +9,13 @@ use avscap::portable::video_format::VideoFormat;
 use crate::layout::{
     size, KsAllocatorDispatch, KsAllocatorFraming, KsAllocatorFramingEx, KsAutomationTable,
     KsDataFormat, KsDataFormatVideoInfoHeader, KsDevice, KsDeviceDescriptor, KsDeviceDispatch,
-    KsDroppedFrames, KsFilter, KsFilterDescriptor, KsFramingItem, KsPPin, KsPin, KsPinDescriptor,
-    KsPinDescriptorEx, KsPinDispatch, KsPropertyItem, KsPropertySet, UnicodeString,
-    DEVICE_OBJECT_SIZE, DRIVER_OBJECT_SIZE, IRP_IO_STATUS_INFORMATION, IRP_SIZE,
+    KsDroppedFrames, KsFilter, KsFilterDescriptor, KsFilterDispatch, KsFramingItem, KsPPin, KsPin,
+    KsPinDescriptor, KsPinDescriptorEx, KsPinDispatch, KsPropertyItem, KsPropertySet,
+    UnicodeString, DEVICE_OBJECT_SIZE, DRIVER_OBJECT_SIZE, IRP_IO_STATUS_INFORMATION, IRP_SIZE,
 };
 use crate::machine::{self, alloc, call, irql, new_machine, Config, Kind, Mem, Uc, R};
 use crate::pe::Image;
+use crate::rules::Rule;
 use crate::{ks, nt, off};
 
 /// Where the cross-build writes the driver (relative to the repository).
@@ -49,6 +50,11 @@ pub struct Driver {
     pub imports: Vec<String>,
     /// Base relocations applied at load.
     pub relocations: usize,
+    /// Allocators created on pins and not yet deleted (KS deletes them
+    /// when their handles close, at the latest at unload).
+    pub allocators: Vec<Allocator>,
+    /// The end-of-test check is off (see [`Driver::disarm`]).
+    disarmed: bool,
 }
 
 /// The driver's image, or a failure naming the missing file.
@@ -115,6 +121,8 @@ impl Driver {
             uc,
             imports,
             relocations: image.relocations,
+            allocators: Vec::new(),
+            disarmed: false,
         };
         driver.entry(image.entry)?;
         Ok(driver)
@@ -650,7 +658,9 @@ impl Driver {
             return Ok(Err(status));
         }
         let context = uc.r64(out)?;
-        Ok(Ok(Allocator { context, dispatch }))
+        let allocator = Allocator { context, dispatch };
+        self.allocators.push(allocator);
+        Ok(Ok(allocator))
     }
 
     /// The allocator's `Allocate` at DISPATCH_LEVEL: a frame or 0.
@@ -669,6 +679,7 @@ impl Driver {
 
     /// `DeleteAllocator` at PASSIVE_LEVEL.
     pub fn delete_allocator(&mut self, a: Allocator) -> R<()> {
+        self.allocators.retain(|x| x.context != a.context);
         let f = self
             .uc
             .r64(a.dispatch + off!(KsAllocatorDispatch, delete_allocator))?;
@@ -773,74 +784,188 @@ impl Driver {
         Ok(status)
     }
 
-    /// Everything the driver still holds or left behind, one line each
-    /// (empty when the teardown was clean).
+    /// Everything the driver still holds or left behind, one line each,
+    /// each naming the rule it breaks (empty when the teardown was clean).
     #[must_use]
     pub fn leaks(&self) -> Vec<String> {
         let k = self.uc.get_data();
         let mut out = Vec::new();
         for (address, block) in &k.nt.pool {
-            out.push(format!(
-                "pool block {address:#x} of {} bytes, tag {:?}, never freed",
+            out.push(Rule::PoolLeak.broke(format!(
+                "pool block {address:#x} of {} bytes, tag {:?}, allocated by {}, never freed",
                 block.size,
-                machine::tag_str(block.tag)
-            ));
+                machine::tag_str(block.tag),
+                k.describe(block.site)
+            )));
         }
         for b in k.nt.common_buffers.values() {
-            out.push(format!(
+            out.push(Rule::CommonBufferLeak.broke(format!(
                 "common buffer {:#x} of {} bytes never freed",
                 b.va, b.len
-            ));
+            )));
         }
         for (va, (bytes, _)) in &k.nt.contiguous {
-            out.push(format!(
+            out.push(Rule::CommonBufferLeak.broke(format!(
                 "contiguous block {va:#x} of {bytes} bytes never freed"
-            ));
+            )));
         }
         for (a, adapter) in &k.nt.adapters {
             if !adapter.put {
-                out.push(format!("DMA adapter {a:#x} never put back"));
+                out.push(Rule::DmaAdapter.broke(format!("DMA adapter {a:#x} never put back")));
             }
         }
         for (c, rec) in &k.ks.clones {
-            out.push(format!(
+            out.push(Rule::CloneLeak.broke(format!(
                 "stream pointer clone {c:#x} (frame {}) never deleted",
                 rec.frame
-            ));
+            )));
         }
         for lock in k.nt.spin_locks.keys() {
-            out.push(format!("spin lock {lock:#x} still held"));
+            out.push(Rule::SpinLockLeak.broke(format!("spin lock {lock:#x} still held")));
         }
         for (t, timer) in &k.nt.timers {
             if timer.due.is_some() {
-                out.push(format!("timer {t:#x} still queued"));
+                out.push(Rule::TimerLeak.broke(format!("timer {t:#x} still queued")));
             }
         }
         if !k.nt.dpc_queue.is_empty() {
-            out.push(format!("{} DPC(s) still queued", k.nt.dpc_queue.len()));
+            out.push(
+                Rule::TimerLeak.broke(format!("{} DPC(s) still queued", k.nt.dpc_queue.len())),
+            );
         }
         for (w, item) in &k.nt.work_items {
-            out.push(format!(
+            out.push(Rule::WorkItemLeak.broke(format!(
                 "work item {w:#x} never freed{}",
                 if item.busy { " (still queued)" } else { "" }
-            ));
+            )));
         }
         if k.ks.clock.references != 0 {
-            out.push(format!(
+            out.push(Rule::ClockReference.broke(format!(
                 "{} reference(s) on the master clock never released",
                 k.ks.clock.references
-            ));
+            )));
         }
         if k.ks.device_mutex.is_some() {
-            out.push("the device mutex is still held".into());
+            out.push(Rule::Mutex.broke("the device mutex is still held"));
         }
         out
+    }
+
+    /// Closes a filter: the driver's filter Close (if any), then AVStream
+    /// empties the filter's bag and deletes the object.
+    pub fn close_filter(&mut self, filter: u64) -> R<()> {
+        let descriptor = self.filter_descriptor()?;
+        let dispatch = self
+            .uc
+            .r64(descriptor + off!(KsFilterDescriptor, dispatch))?;
+        let close = if dispatch == 0 {
+            0
+        } else {
+            self.uc.r64(dispatch + off!(KsFilterDispatch, close))?
+        };
+        if close != 0 {
+            let irp = self.irp(filter)?;
+            self.controlled(|uc| call(uc, close, &[filter, irp], irql::PASSIVE, 1))?;
+        }
+        let bag = self
+            .uc
+            .get_data_mut()
+            .ks
+            .filters
+            .remove(&filter)
+            .ok_or_else(|| format!("{filter:#x} is not an open filter"))?;
+        self.controlled(|uc| ks::free_bag(uc, bag).map(|()| 0))?;
+        machine::free(&mut self.uc, filter)?;
+        Ok(())
+    }
+
+    /// What the system does when a test's last handle closes and the
+    /// driver is unloaded: every pin still open is stopped and closed,
+    /// every allocator deleted, every filter closed, the device stopped
+    /// and removed. Then every rule about what a driver may leave behind
+    /// is checked. Returns the violations (empty when all is clean).
+    pub fn unload(&mut self) -> R<Vec<String>> {
+        let mut out = ks::stalled_pins(&self.uc);
+        let pins: Vec<u64> = self
+            .uc
+            .get_data()
+            .ks
+            .pins
+            .values()
+            .filter(|p| p.created)
+            .map(|p| p.address)
+            .collect();
+        for pin in pins {
+            while self.state(pin) != ks::state::STOP {
+                let from = self.state(pin);
+                let status = self.step_state(pin, from - 1)?;
+                if status != 0 {
+                    out.push(Rule::BadArgument.broke(format!(
+                        "the pin refused the step from state {from} down to {} with {status:#x}: a graph could never stop it",
+                        from - 1
+                    )));
+                    break;
+                }
+            }
+            self.take_completed(pin);
+            self.close_pin(pin)?;
+        }
+        for a in std::mem::take(&mut self.allocators) {
+            self.delete_allocator(a)?;
+        }
+        let filters: Vec<u64> = self.uc.get_data().ks.filters.keys().copied().collect();
+        for filter in filters {
+            self.close_filter(filter)?;
+        }
+        let device = self.uc.get_data().ks.device;
+        if device != 0 {
+            if self.uc.r8(device + off!(KsDevice, started))? != 0 {
+                self.stop_device()?;
+            }
+            self.remove_device()?;
+        }
+        nt::run_ready(&mut self.uc)?;
+        out.extend(self.leaks());
+        Ok(out)
+    }
+
+    /// Turns the end-of-test check off, for a test that leaves the driver
+    /// in a broken state on purpose (a rule's own test).
+    pub fn disarm(&mut self) {
+        self.disarmed = true;
     }
 
     /// The `DbgPrint` log, one line per print.
     #[must_use]
     pub fn log(&self) -> String {
         self.uc.get_data().log.join("")
+    }
+}
+
+/// The end-of-test check: when a test drops its driver, the driver is
+/// unloaded as the system would unload it ([`Driver::unload`]) and every
+/// rule about what it leaves behind is checked; a violation fails the test
+/// with the rule's name. Skipped when the test is already failing, when
+/// the model recorded a failure the test has seen (every failure reaches
+/// the test as an `Err`), and for disarmed drivers.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.disarmed || std::thread::panicking() || self.uc.get_data().failure.is_some() {
+            return;
+        }
+        match self.unload() {
+            Ok(violations) if violations.is_empty() => {}
+            Ok(violations) => panic!(
+                "the driver broke {} rule(s) at the end of the test:\n{}\n--- DbgPrint ---\n{}",
+                violations.len(),
+                violations.join("\n"),
+                self.log()
+            ),
+            Err(e) => panic!(
+                "unloading the driver at the end of the test failed: {e}\n--- DbgPrint ---\n{}",
+                self.log()
+            ),
+        }
     }
 }
 
