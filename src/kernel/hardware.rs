@@ -85,6 +85,10 @@ pub(crate) struct Shared {
     /// Process returned `STATUS_PENDING`: the work item restarts it after
     /// a completion has freed what it frees.
     pend_io: bool,
+    /// `KsStreamPointerClone` failed (low memory): nothing in flight may
+    /// complete to restart Process, so the next timer tick does, and the
+    /// frame is tried again then.
+    retry_on_tick: bool,
     /// The delivery work item is queued or running.
     work_queued: bool,
     /// Totals of the last stream (kept after stop for the property).
@@ -197,6 +201,7 @@ impl Hardware {
                 engine: None,
                 staging: None,
                 pend_io: false,
+                retry_on_tick: false,
                 work_queued: false,
                 last_stats: EngineStats::default(),
                 format,
@@ -299,6 +304,7 @@ impl Hardware {
             _buffer: buffer,
         });
         shared.pend_io = false;
+        shared.retry_on_tick = false;
         shared.clock = if status >= 0 { clock } else { null_mut() };
         Ok(())
     }
@@ -514,8 +520,12 @@ impl Hardware {
             let advance = target.data_used(&layout);
             return Step::Cloned(target, advance);
         }
+        // The clone failed (KS could not allocate it). The frame stays at
+        // the leading edge; if no frame is in flight, no completion will
+        // restart Process, so the timer's next tick does.
         shared.free_slot(dma);
         shared.pend_io = true;
+        shared.retry_on_tick = true;
         Step::Pend
     }
 
@@ -559,12 +569,13 @@ impl Hardware {
     }
 
     /// One timer expiry: bookkeeping only, then the delivery work item is
-    /// queued if a frame fell due and it is not queued already.
+    /// queued if a frame fell due and it is not queued already, and Process
+    /// is restarted if a failed clone left it pended.
     ///
     /// IRQL: DISPATCH_LEVEL.
     fn on_timer(&self) {
         let now = self.now();
-        let queue_work = {
+        let (queue_work, retry) = {
             // SAFETY: the DPC runs at DISPATCH_LEVEL.
             let mut shared = unsafe { self.shared.lock_at_dpc_level() };
             let tick = shared.engine.as_mut().map_or(Tick::Idle, |e| e.tick(now));
@@ -574,8 +585,14 @@ impl Hardware {
                 self.work_idle.clear();
             }
             self.arm(&shared);
-            queue
+            (queue, core::mem::take(&mut shared.retry_on_tick))
         };
+        if retry {
+            // SAFETY: the pin is live while its timer runs (halt cancels the
+            // timer and flushes this DPC before the pin goes);
+            // KsPinAttemptProcessing may be called at DISPATCH_LEVEL.
+            unsafe { KsPinAttemptProcessing(self.pin, 1) };
+        }
         if queue_work {
             let context = core::ptr::from_ref(self).cast_mut().cast();
             // SAFETY: the work item is not queued (the flag, set under the

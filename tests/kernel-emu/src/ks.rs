@@ -27,6 +27,8 @@ pub const STATUS_PENDING: u64 = 0x103;
 pub const STATUS_UNSUCCESSFUL: u64 = 0xC000_0001;
 /// `STATUS_DEVICE_NOT_READY`.
 pub const STATUS_DEVICE_NOT_READY: u64 = 0xC000_00A3;
+/// `STATUS_INSUFFICIENT_RESOURCES`.
+pub const STATUS_INSUFFICIENT_RESOURCES: u64 = 0xC000_009A;
 /// `STATUS_CANCELLED`.
 pub const STATUS_CANCELLED: u64 = 0xC000_0120;
 
@@ -365,6 +367,9 @@ fn ks_initialize_driver(uc: &mut Uc) -> R<u64> {
     if driver != uc.get_data().ks.driver_object {
         return Err(Rule::BadArgument.broke("KsInitializeDriver with another driver object"));
     }
+    if machine::inject(uc, "KsInitializeDriver") {
+        return Ok(STATUS_INSUFFICIENT_RESOURCES);
+    }
     uc.get_data_mut().ks.device_descriptor = (descriptor != 0).then_some(descriptor);
     Ok(STATUS_SUCCESS)
 }
@@ -382,6 +387,9 @@ fn ks_create_filter_factory(uc: &mut Uc) -> R<u64> {
     }
     if descriptor == 0 {
         return Err(Rule::BadArgument.broke("KsCreateFilterFactory without a descriptor"));
+    }
+    if machine::inject(uc, "KsCreateFilterFactory") {
+        return Ok(STATUS_INSUFFICIENT_RESOURCES);
     }
     let reference = if reference == 0 {
         String::new()
@@ -470,6 +478,10 @@ fn ks_add_item_to_object_bag(uc: &mut Uc) -> R<u64> {
     if b.items.iter().any(|i| i.item == item) {
         return Err(Rule::BadArgument.broke(format!("item {item:#x} added to bag {bag:#x} twice")));
     }
+    if machine::inject(uc, "KsAddItemToObjectBag") {
+        return Ok(STATUS_INSUFFICIENT_RESOURCES);
+    }
+    let b = uc.get_data_mut().ks.bags.get_mut(&bag).unwrap();
     b.items.push(BagItem {
         item,
         free,
@@ -499,6 +511,9 @@ fn ks_edit(uc: &mut Uc) -> R<u64> {
             return Ok(STATUS_SUCCESS); // already an editable copy
         }
     }
+    if machine::inject(uc, "_KsEdit") {
+        return Ok(STATUS_INSUFFICIENT_RESOURCES);
+    }
     let copy = alloc(uc, u64::from(new_size), 16, Kind::Model("_KsEdit copy"))?;
     if old != 0 {
         let bytes = uc.rbytes(old, old_size.min(new_size) as usize)?;
@@ -526,6 +541,9 @@ fn ks_pin_get_reference_clock_interface(uc: &mut Uc) -> R<u64> {
     let (pin, out) = (arg(uc, 0)?, arg(uc, 1)?);
     pin_of(uc, pin)?;
     if !uc.get_data().config.clock {
+        return Ok(STATUS_UNSUCCESSFUL);
+    }
+    if machine::inject(uc, "KsPinGetReferenceClockInterface") {
         return Ok(STATUS_UNSUCCESSFUL);
     }
     if uc.get_data().ks.clock.interface == 0 {
@@ -1132,6 +1150,9 @@ fn ks_stream_pointer_clone(uc: &mut Uc) -> R<u64> {
         .leading
         .frame
         .ok_or(Rule::BadArgument.broke("KsStreamPointerClone of a leading edge with no frame"))?;
+    if machine::inject(uc, "KsStreamPointerClone") {
+        return Ok(STATUS_INSUFFICIENT_RESOURCES);
+    }
     let clone = alloc(
         uc,
         64 + context_size,

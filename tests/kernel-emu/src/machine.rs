@@ -125,6 +125,9 @@ pub struct Config {
     pub dma_adapter: bool,
     /// `KsPinGetReferenceClockInterface` returns a master clock.
     pub clock: bool,
+    /// Fault injection: the failable call with this index (0-based, in the
+    /// order the driver makes them) fails; `None`: none fails.
+    pub fail_call: Option<u64>,
 }
 
 impl Default for Config {
@@ -132,8 +135,33 @@ impl Default for Config {
         Config {
             dma_adapter: true,
             clock: true,
+            fail_call: None,
         }
     }
+}
+
+/// A failable call the driver made (an allocation, an adapter, a common
+/// buffer, contiguous memory, `_KsEdit`, a bag item, a filter factory, a
+/// clone, a work item, the clock, `KsInitializeDriver`).
+#[derive(Clone, Debug)]
+pub struct FaultPoint {
+    /// The import (or callback) called.
+    pub call: &'static str,
+    /// Its call site in the driver.
+    pub site: String,
+    /// This call was made to fail.
+    pub failed: bool,
+}
+
+/// Decides whether this failable call fails (it is the one
+/// `Config::fail_call` names) and records it.
+pub fn inject(uc: &mut Uc, call: &'static str) -> bool {
+    let site = uc.get_data().describe(return_address(uc));
+    let k = uc.get_data_mut();
+    let index = k.fault_points.len() as u64;
+    let failed = k.config.fail_call == Some(index);
+    k.fault_points.push(FaultPoint { call, site, failed });
+    failed
 }
 
 /// A registered hook.
@@ -174,6 +202,8 @@ pub struct Kernel {
     pub nt: nt::State,
     /// The ks.sys model.
     pub ks: ks::State,
+    /// Every failable call so far, in order.
+    pub fault_points: Vec<FaultPoint>,
 }
 
 impl Kernel {
@@ -276,6 +306,7 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
         now: 1_000_000_000,
         nt: nt::State::default(),
         ks: ks::State::default(),
+        fault_points: Vec::new(),
     };
     let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_64, kernel).map_err(uc_err)?;
     uc.mem_map(STACK_BASE, STACK_SIZE, Prot::READ | Prot::WRITE)

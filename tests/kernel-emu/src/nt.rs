@@ -289,6 +289,9 @@ fn ex_allocate_pool2(uc: &mut Uc) -> R<u64> {
     if tag == 0 {
         return Err(Rule::BadArgument.broke("pool tag 0"));
     }
+    if machine::inject(uc, "ExAllocatePool2") {
+        return Ok(0);
+    }
     let address = alloc(uc, size, 16, Kind::Pool { tag })?;
     let caller = machine::return_address(uc);
     let nt = &mut uc.get_data_mut().nt;
@@ -637,6 +640,9 @@ fn io_allocate_work_item(uc: &mut Uc) -> R<u64> {
     if device == 0 {
         return Err(Rule::BadArgument.broke("IoAllocateWorkItem for a NULL device object"));
     }
+    if machine::inject(uc, "IoAllocateWorkItem") {
+        return Ok(0);
+    }
     let item = alloc(uc, 0x58, 16, Kind::Model("IO_WORKITEM"))?;
     uc.get_data_mut().nt.work_items.insert(
         item,
@@ -708,7 +714,7 @@ fn io_get_dma_adapter(uc: &mut Uc) -> R<u64> {
         description,
         crate::layout::size::<DeviceDescription>() as usize,
     )?;
-    if !uc.get_data().config.dma_adapter {
+    if !uc.get_data().config.dma_adapter || machine::inject(uc, "IoGetDmaAdapter") {
         return Ok(0);
     }
     let operations = alloc(
@@ -792,6 +798,9 @@ fn allocate_common_buffer(uc: &mut Uc) -> R<u64> {
         return Err(Rule::BadArgument
             .broke("AllocateCommonBuffer of 0 bytes or without a logical-address pointer"));
     }
+    if machine::inject(uc, "AllocateCommonBuffer") {
+        return Ok(0);
+    }
     let va = alloc(uc, u64::from(length), machine::PAGE, Kind::CommonBuffer)?;
     let nt = &mut uc.get_data_mut().nt;
     let logical_address = LOGICAL_BASE + nt.next_logical;
@@ -849,6 +858,9 @@ fn mm_allocate_contiguous_node_memory(uc: &mut Uc) -> R<u64> {
         return Err(Rule::BadArgument.broke(format!(
             "MmAllocateContiguousNodeMemory({bytes}, {low:#x}, {high:#x}, {boundary:#x})"
         )));
+    }
+    if machine::inject(uc, "MmAllocateContiguousNodeMemory") {
+        return Ok(0);
     }
     let va = alloc(uc, bytes, machine::PAGE, Kind::Contiguous)?;
     let nt = &mut uc.get_data_mut().nt;

@@ -88,6 +88,22 @@ impl Driver {
         nt_exports: &[(&'static str, machine::HookFn)],
         ks_exports: &[(&'static str, machine::HookFn)],
     ) -> R<Driver> {
+        let (driver, status) = Driver::load_status(config, data, nt_exports, ks_exports)?;
+        if status != 0 {
+            return Err(format!("DriverEntry returned {status:#x}"));
+        }
+        Ok(driver)
+    }
+
+    /// Loads `data` and runs `DriverEntry`: the machine and the status
+    /// `DriverEntry` returned (on failure the I/O manager unloads the
+    /// driver without calling any other routine of it).
+    pub fn load_status(
+        config: Config,
+        data: &[u8],
+        nt_exports: &[(&'static str, machine::HookFn)],
+        ks_exports: &[(&'static str, machine::HookFn)],
+    ) -> R<(Driver, u32)> {
         let mut image = Image::load(data, machine::IMAGE_BASE)?;
         let mut uc = new_machine(config)?;
         let mut imports = Vec::new();
@@ -124,11 +140,11 @@ impl Driver {
             allocators: Vec::new(),
             disarmed: false,
         };
-        driver.entry(image.entry)?;
-        Ok(driver)
+        let status = driver.entry(image.entry)?;
+        Ok((driver, status))
     }
 
-    fn entry(&mut self, entry: u64) -> R<()> {
+    fn entry(&mut self, entry: u64) -> R<u32> {
         let uc = &mut self.uc;
         let driver_object = alloc(uc, DRIVER_OBJECT_SIZE, 16, Kind::Model("DRIVER_OBJECT"))?;
         let name: Vec<u8> = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\avscap"
@@ -151,13 +167,10 @@ impl Driver {
         uc.w64(path + off!(UnicodeString, buffer), buffer)?;
         uc.get_data_mut().ks.driver_object = driver_object;
         let status = call(uc, entry, &[driver_object, path], irql::PASSIVE, 1)? as u32;
-        if status != 0 {
-            return Err(format!("DriverEntry returned {status:#x}"));
-        }
-        if uc.get_data().ks.device_descriptor.is_none() {
+        if status == 0 && uc.get_data().ks.device_descriptor.is_none() {
             return Err("DriverEntry did not call KsInitializeDriver with a descriptor".into());
         }
-        Ok(())
+        Ok(status)
     }
 
     /// Loads the driver and brings its device up (Add, Start).
@@ -188,6 +201,15 @@ impl Driver {
     /// The PnP manager's `AddDevice`: AVStream creates the FDO and the
     /// `KSDEVICE`, then calls the driver's Add.
     pub fn add_device(&mut self) -> R<()> {
+        match self.try_add_device()? {
+            0 => Ok(()),
+            status => Err(format!("device Add returned {status:#x}")),
+        }
+    }
+
+    /// `AddDevice` returning the driver's status: on failure AVStream
+    /// empties the device's bag and deletes the device again.
+    pub fn try_add_device(&mut self) -> R<u32> {
         let add = self.device_routine(off!(KsDeviceDispatch, add))?;
         let uc = &mut self.uc;
         let pdo = alloc(uc, DEVICE_OBJECT_SIZE, 16, Kind::Model("PDO"))?;
@@ -209,10 +231,13 @@ impl Driver {
         if add != 0 {
             let status = call(uc, add, &[device], irql::PASSIVE, 1)? as u32;
             if status != 0 {
-                return Err(format!("device Add returned {status:#x}"));
+                ks::free_bag(uc, bag)?;
+                machine::free(uc, device)?;
+                uc.get_data_mut().ks.device = 0;
+                return Ok(status);
             }
         }
-        Ok(())
+        Ok(0)
     }
 
     /// `IRP_MN_START_DEVICE` (no resources: a root-enumerated device).
@@ -290,6 +315,13 @@ impl Driver {
 
     /// Creates a filter from the factory (its Create, if any, runs).
     pub fn create_filter(&mut self) -> R<u64> {
+        self.try_create_filter()?
+            .map_err(|status| format!("filter Create returned {status:#x}"))
+    }
+
+    /// Creates a filter; its Create's failure status, after which AVStream
+    /// empties the filter's bag and deletes it.
+    pub fn try_create_filter(&mut self) -> R<Result<u64, u32>> {
         let descriptor = self.filter_descriptor()?;
         let uc = &mut self.uc;
         let filter = alloc(uc, size::<KsFilter>(), 16, Kind::Model("KSFILTER"))?;
@@ -302,12 +334,15 @@ impl Driver {
         if create != 0 {
             let irp = self.irp(filter)?;
             let status =
-                self.controlled(|uc| call(uc, create, &[filter, irp], irql::PASSIVE, 1))?;
+                self.controlled(|uc| call(uc, create, &[filter, irp], irql::PASSIVE, 1))? as u32;
             if status != 0 {
-                return Err(format!("filter Create returned {status:#x}"));
+                self.uc.get_data_mut().ks.filters.remove(&filter);
+                self.controlled(|uc| ks::free_bag(uc, bag).map(|()| 0))?;
+                machine::free(&mut self.uc, filter)?;
+                return Ok(Err(status));
             }
         }
-        Ok(filter)
+        Ok(Ok(filter))
     }
 
     /// Runs `f` with the filter control mutex held by thread 1 (as AVStream

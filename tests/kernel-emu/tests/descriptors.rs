@@ -270,7 +270,7 @@ fn dma_adapter_request() {
     );
     let no_adapter = boot(Config {
         dma_adapter: false,
-        clock: true,
+        ..Config::default()
     });
     assert!(
         no_adapter.log().contains("no DMA adapter granted"),

@@ -52,18 +52,22 @@ pub fn configs() -> [Config; 4] {
         Config {
             dma_adapter: true,
             clock: true,
+            ..Config::default()
         },
         Config {
             dma_adapter: false,
             clock: true,
+            ..Config::default()
         },
         Config {
             dma_adapter: true,
             clock: false,
+            ..Config::default()
         },
         Config {
             dma_adapter: false,
             clock: false,
+            ..Config::default()
         },
     ]
 }
