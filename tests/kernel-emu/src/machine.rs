@@ -128,6 +128,11 @@ pub struct Config {
     /// Fault injection: the failable call with this index (0-based, in the
     /// order the driver makes them) fails; `None`: none fails.
     pub fail_call: Option<u64>,
+    /// Interleaving: at the import-call boundary with this index (0-based,
+    /// counting only calls the driver makes at PASSIVE_LEVEL with no spin
+    /// lock held), a DPC runs first, as another processor would run it:
+    /// the next timer falls due at once and every queued DPC runs.
+    pub interleave_at: Option<u64>,
 }
 
 impl Default for Config {
@@ -136,6 +141,7 @@ impl Default for Config {
             dma_adapter: true,
             clock: true,
             fail_call: None,
+            interleave_at: None,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct Hook {
     pub f: HookFn,
     /// The routine's documented IRQL (checked before the model runs).
     pub limit: rules::Limit,
+    /// A call to it is an interleaving boundary (not `memcpy`/`memset`).
+    pub boundary: bool,
 }
 
 /// Everything the model knows: the data of the unicorn instance.
@@ -204,6 +212,12 @@ pub struct Kernel {
     pub ks: ks::State,
     /// Every failable call so far, in order.
     pub fault_points: Vec<FaultPoint>,
+    /// Import-call boundaries at PASSIVE_LEVEL with no spin lock held so
+    /// far (the places `Config::interleave_at` counts).
+    pub boundaries: u64,
+    /// Where the interleaved DPC ran (the import about to be called and its
+    /// call site), if it ran.
+    pub interleaved: Option<String>,
 }
 
 impl Kernel {
@@ -307,6 +321,8 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
         nt: nt::State::default(),
         ks: ks::State::default(),
         fault_points: Vec::new(),
+        boundaries: 0,
+        interleaved: None,
     };
     let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_64, kernel).map_err(uc_err)?;
     uc.mem_map(STACK_BASE, STACK_SIZE, Prot::READ | Prot::WRITE)
@@ -361,6 +377,11 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
         fail(uc, message);
         return;
     }
+    if let Err(message) = boundary(uc, index, &context) {
+        let message = format!("{} (a DPC interleaved before it): {message}", context(uc));
+        fail(uc, message);
+        return;
+    }
     match catch_unwind(AssertUnwindSafe(|| f(uc))) {
         Ok(Ok(value)) => {
             if uc.get_data().failure.is_some() {
@@ -384,6 +405,31 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
             fail(uc, message);
         }
     }
+}
+
+/// An import-call boundary: counted when the driver calls a kernel routine
+/// at PASSIVE_LEVEL with no spin lock held; at the configured one, a DPC
+/// runs first. `memcpy` and `memset` are not counted: they are the C
+/// runtime's, linked as imports, and touch no shared state of the kernel.
+fn boundary(uc: &mut Uc, index: usize, context: &dyn Fn(&Uc) -> String) -> R<()> {
+    let k = uc.get_data_mut();
+    if k.irql != irql::PASSIVE
+        || k.depth == 0
+        || !k.hooks[index].boundary
+        || k.nt.spin_locks_held_by(k.thread) > 0
+    {
+        return Ok(());
+    }
+    let index = k.boundaries;
+    k.boundaries += 1;
+    if k.config.interleave_at != Some(index) {
+        return Ok(());
+    }
+    let here = context(uc);
+    if nt::preempt_with_dpc(uc)? {
+        uc.get_data_mut().interleaved = Some(here);
+    }
+    Ok(())
 }
 
 fn on_bad_access(uc: &mut Uc, kind: MemType, address: u64, size: usize, _value: i64) -> bool {
@@ -412,6 +458,7 @@ pub fn add_hook(uc: &mut Uc, name: &str, f: HookFn) -> u64 {
         name: name.to_string(),
         f,
         limit: rules::irql_limit(name).unwrap_or(rules::Limit::Any),
+        boundary: !name.ends_with("!memcpy") && !name.ends_with("!memset"),
     });
     THUNK_BASE + index * THUNK_STRIDE
 }
@@ -602,7 +649,12 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
         k.depth += 1;
         old
     };
-    let result = uc.emu_start(function, RETURN_TRAP, CALL_TIMEOUT_US, 0);
+    // Only the outermost call has the wall-clock safety net: unicorn keeps
+    // one timeout thread per instance, so a nested `emu_start` with a
+    // timeout would replace the outer one's and the outer join would then
+    // join a thread twice (qemu aborts, or hangs).
+    let timeout = if nested { 0 } else { CALL_TIMEOUT_US };
+    let result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
     let rax = uc.reg_read(RegisterX86::RAX).unwrap_or(0);
     let (end_irql, locks_after) = {

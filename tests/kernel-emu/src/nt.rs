@@ -987,6 +987,60 @@ pub fn run_one(uc: &mut Uc) -> R<bool> {
     ks::run_processing(uc)
 }
 
+/// What other processors do while the driver runs at PASSIVE_LEVEL, for
+/// three timer periods: each time the earliest queued timer falls due
+/// (virtual time moves to its due time), every queued DPC runs at
+/// DISPATCH_LEVEL, then every queued work item at PASSIVE_LEVEL, each on a
+/// thread of its own. Three periods are enough for every frame in flight
+/// (two staging slots) to complete while the interrupted code waits.
+/// Returns whether a DPC ran.
+pub fn preempt_with_dpc(uc: &mut Uc) -> R<bool> {
+    let saved = uc.get_data().thread;
+    let mut ran = false;
+    for _ in 0..3 {
+        let next = uc
+            .get_data()
+            .nt
+            .timers
+            .iter()
+            .filter_map(|(a, t)| t.due.map(|d| (d, *a)))
+            .min();
+        if let Some((due, timer)) = next {
+            expire(uc, timer, due);
+        }
+        let other = uc.get_data_mut().new_thread();
+        while let Some(dpc) = uc.get_data_mut().nt.dpc_queue.pop_front() {
+            uc.get_data_mut().thread = other;
+            let r = run_dpc(uc, dpc);
+            uc.get_data_mut().thread = saved;
+            r?;
+            ran = true;
+        }
+        while let Some((item, routine, context)) = uc.get_data_mut().nt.work_queue.pop_front() {
+            run_work_item(uc, item, routine, context)?;
+        }
+    }
+    Ok(ran)
+}
+
+/// A timer expires at `due`: virtual time moves there, its DPC is queued.
+fn expire(uc: &mut Uc, timer: u64, due: i64) {
+    let k = uc.get_data_mut();
+    k.now = k.now.max(due);
+    let Some(t) = k.nt.timers.get_mut(&timer) else {
+        return;
+    };
+    t.due = None;
+    t.expirations += 1;
+    let dpc = t.dpc;
+    if let Some(d) = k.nt.dpcs.get_mut(&dpc) {
+        if !d.queued {
+            d.queued = true;
+            k.nt.dpc_queue.push_back(dpc);
+        }
+    }
+}
+
 /// Runs everything ready now.
 pub fn run_ready(uc: &mut Uc) -> R<()> {
     let mut budget = 1_000_000;
@@ -1015,21 +1069,7 @@ pub fn advance_to(uc: &mut Uc, until: i64) -> R<()> {
             .min();
         match next {
             Some((due, timer)) if due <= until => {
-                let k = uc.get_data_mut();
-                k.now = k.now.max(due);
-                let dpc = {
-                    let t = k.nt.timers.get_mut(&timer).unwrap();
-                    t.due = None;
-                    t.expirations += 1;
-                    t.dpc
-                };
-                if dpc != 0 {
-                    let d = k.nt.dpcs.get_mut(&dpc).unwrap();
-                    if !d.queued {
-                        d.queued = true;
-                        k.nt.dpc_queue.push_back(dpc);
-                    }
-                }
+                expire(uc, timer, due);
                 run_ready(uc)?;
             }
             _ => break,
