@@ -171,6 +171,12 @@ pub struct Kernel {
     pub nt: nt::State,
     /// The ks.sys model.
     pub ks: ks::State,
+    /// The driver's functions by name (from the linker map), once loaded.
+    pub symbols: Option<std::sync::Arc<crate::symbols::Symbols>>,
+    /// Executed blocks of the image.
+    pub coverage: crate::coverage::State,
+    /// Instruction counting.
+    pub cost: crate::cost::State,
 }
 
 impl Kernel {
@@ -180,12 +186,16 @@ impl Kernel {
         self.next_thread
     }
 
-    /// Describes an address for a failure message.
+    /// Describes an address for a failure message (in the image:
+    /// `function+0xoff (avscap.sys+0xrva)`).
     #[must_use]
     pub fn describe(&self, address: u64) -> String {
         let (base, size) = self.image;
         if address >= base && address < base + size {
-            return format!("avscap.sys+{:#x}", address - base);
+            return match &self.symbols {
+                Some(symbols) => symbols.describe_rva(address - base),
+                None => format!("avscap.sys+{:#x}", address - base),
+            };
         }
         if (THUNK_BASE..THUNK_BASE + THUNK_SIZE).contains(&address) {
             let i = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
@@ -270,6 +280,9 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
         now: 1_000_000_000,
         nt: nt::State::default(),
         ks: ks::State::default(),
+        symbols: None,
+        coverage: crate::coverage::State::default(),
+        cost: crate::cost::State::default(),
     };
     let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_64, kernel).map_err(uc_err)?;
     uc.mem_map(STACK_BASE, STACK_SIZE, Prot::READ | Prot::WRITE)

@@ -51,6 +51,12 @@ pub struct Driver {
     pub relocations: usize,
 }
 
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.save_coverage();
+    }
+}
+
 /// The driver's image, or a failure naming the missing file.
 pub fn read_sys() -> R<Vec<u8>> {
     read_sys_from(&repo_root().join(SYS_PATH))
@@ -111,6 +117,9 @@ impl Driver {
             ));
         }
         machine::map_image(&mut uc, &image)?;
+        let symbols = crate::symbols::Symbols::load_default(data)?;
+        uc.get_data_mut().symbols = Some(std::sync::Arc::new(symbols));
+        crate::coverage::install(&mut uc, &image)?;
         let mut driver = Driver {
             uc,
             imports,
