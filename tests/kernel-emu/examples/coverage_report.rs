@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
     if r.shell.percent() < SHELL_MINIMUM_PERCENT {
         eprintln!(
-            "coverage_report: the kernel shell is below {SHELL_MINIMUM_PERCENT}% ({})",
+            "coverage_report: the kernel shell is below {SHELL_MINIMUM_PERCENT}% ({} functions executed)",
             r.shell
         );
         return ExitCode::FAILURE;

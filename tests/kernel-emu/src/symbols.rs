@@ -31,6 +31,8 @@ pub struct Function {
     pub rva: u64,
     /// Bytes up to the next function (or the end of its section).
     pub size: u64,
+    /// [`Function::size`] less the `int3` padding after the code.
+    pub code_size: u64,
     /// Demangled name, without hash or `.llvm.` suffix.
     pub name: String,
     /// Other names at the same address (identical code folded by the
@@ -95,8 +97,28 @@ pub fn demangle(mangled: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(mangled))
 }
 
-/// A section of the image: (1-based number, RVA, virtual size, executable).
-fn image_sections(sys: &[u8]) -> R<(u32, Vec<(u64, u64, bool)>)> {
+/// A section of the image, from its section table.
+struct Section {
+    rva: u64,
+    virtual_size: u64,
+    raw_offset: u64,
+    raw_size: u64,
+    executable: bool,
+}
+
+impl Section {
+    /// The file bytes of `rva..end` (within this section's raw data).
+    fn bytes<'a>(&self, sys: &'a [u8], rva: u64, end: u64) -> &'a [u8] {
+        let raw_end = self.rva + self.raw_size.min(self.virtual_size);
+        let (from, to) = (rva.min(raw_end), end.min(raw_end));
+        let start = (self.raw_offset + from - self.rva) as usize;
+        let stop = (self.raw_offset + to - self.rva) as usize;
+        sys.get(start..stop.max(start)).unwrap_or(&[])
+    }
+}
+
+/// The image's COFF timestamp and its sections (the map numbers them from 1).
+fn image_sections(sys: &[u8]) -> R<(u32, Vec<Section>)> {
     let u16_at = |o: usize| -> R<u16> {
         sys.get(o..o + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -120,8 +142,16 @@ fn image_sections(sys: &[u8]) -> R<(u32, Vec<(u64, u64, bool)>)> {
         let h = table + 40 * i;
         let virtual_size = u64::from(u32_at(h + 8)?);
         let rva = u64::from(u32_at(h + 12)?);
+        let raw_size = u64::from(u32_at(h + 16)?);
+        let raw_offset = u64::from(u32_at(h + 20)?);
         let characteristics = u32_at(h + 36)?;
-        sections.push((rva, virtual_size, characteristics & 0x2000_0000 != 0));
+        sections.push(Section {
+            rva,
+            virtual_size,
+            raw_offset,
+            raw_size,
+            executable: characteristics & 0x2000_0000 != 0,
+        });
     }
     Ok((timestamp, sections))
 }
@@ -164,7 +194,7 @@ impl Symbols {
             if section == 0 || section > sections.len() as u64 {
                 continue;
             }
-            if !sections[section as usize - 1].2 {
+            if !sections[section as usize - 1].executable {
                 continue; // data
             }
             let preferred = preferred.ok_or("the map has no preferred load address line")?;
@@ -202,6 +232,7 @@ impl Symbols {
                     Function {
                         rva,
                         size: 0,
+                        code_size: 0,
                         name,
                         aliases: Vec::new(),
                     },
@@ -212,8 +243,7 @@ impl Symbols {
         let ends: Vec<u64> = (0..functions.len())
             .map(|i| {
                 let (f, section) = &functions[i];
-                let (start, size, _) = sections[*section];
-                let section_end = start + size;
+                let section_end = sections[*section].rva + sections[*section].virtual_size;
                 functions
                     .get(i + 1)
                     .filter(|(next, s)| s == section && next.rva <= section_end)
@@ -224,8 +254,11 @@ impl Symbols {
         let functions = functions
             .into_iter()
             .zip(ends)
-            .map(|((mut f, _), end)| {
+            .map(|((mut f, section), end)| {
                 f.size = end - f.rva;
+                let bytes = sections[section].bytes(sys, f.rva, end);
+                let padding = bytes.iter().rev().take_while(|b| **b == 0xCC).count();
+                f.code_size = f.size - (padding as u64).min(f.size);
                 f
             })
             .collect();
@@ -286,14 +319,21 @@ pub fn default_map_path() -> PathBuf {
 
 /// Inside a hook (a thunk the driver called): the driver's call site, as
 /// the return address at `[RSP]` described (`function+0xoff (avscap.sys+0x…)`;
-/// the offset is that of the instruction after the call).
+/// the offset is that of the instruction after the call). A routine that
+/// ends in a jump to an import (a tail call) leaves its own caller's return
+/// address there: outside the image, that is said instead.
 #[must_use]
 pub fn caller_site(uc: &Uc) -> String {
     let Ok(rsp) = uc.reg_read(RegisterX86::RSP) else {
         return "unknown call site (RSP unreadable)".into();
     };
+    let k = uc.get_data();
+    let (base, size) = k.image;
     match uc.r64(rsp) {
-        Ok(ret) => uc.get_data().describe(ret),
+        Ok(ret) if ret >= base && ret < base + size => k.describe(ret),
+        Ok(ret) => {
+            format!("a tail call in avscap.sys (the return address {ret:#x} is outside the image)")
+        }
         Err(e) => format!("unknown call site ({e})"),
     }
 }
