@@ -30,8 +30,11 @@
 # and Lib/<ver>/km/x64 with import libraries made by llvm-dlltool from .def
 # files; (4) cargo build --release --target x86_64-pc-windows-msvc
 # --features kernel, with a linker wrapper and +crt-static for that target
-# only; (5) PE checksum, copy to <out-dir>/avscap.sys, INF from inf/avscap.inx
-# if present; (6) scripts/check-sys.sh against scripts/expected-imports.txt.
+# only; (5) PE checksum, copy to <out-dir>/avscap.sys, the linker map (the
+# /MAP wdk-build asks lld-link for) to <out-dir>/avscap.map (the emulated
+# kernel, tests/kernel-emu, names the driver's functions and measures their
+# coverage with it), INF from inf/avscap.inx if present; (6)
+# scripts/check-sys.sh against scripts/expected-imports.txt.
 set -euo pipefail
 
 readonly TARGET=x86_64-pc-windows-msvc
@@ -56,7 +59,7 @@ while [[ $# -gt 0 ]]; do
         --no-install) install=0; shift ;;
         --clean) clean=1; shift ;;
         --clippy) clippy=1; shift ;;
-        -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,37p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "cross-build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -332,6 +335,13 @@ cp -f "$dll" "$sys.tmp"
 python3 "$scripts/pe_checksum.py" fix "$sys.tmp" >/dev/null
 mv -f "$sys.tmp" "$sys"
 [[ -f "${dll%.dll}.pdb" ]] && cp -f "${dll%.dll}.pdb" "$out_dir/avscap.pdb"
+# The map is written next to the linker's output, in deps/ (cargo only
+# uplifts the DLL and the PDB). It carries the link's timestamp, which the
+# emulated kernel checks against avscap.sys's.
+map="$target_dir/$TARGET/release/deps/avscap.map"
+[[ -f "$map" && ! "$map" -ot "$target_dir/$TARGET/release/deps/avscap.dll" ]] \
+    || die "no linker map $map as new as the DLL (wdk-build asks lld-link for /MAP)"
+cp -f "$map" "$out_dir/avscap.map"
 
 inx="$root/inf/avscap.inx"
 if [[ -f "$inx" ]]; then

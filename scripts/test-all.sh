@@ -8,7 +8,10 @@
 #      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
 #   6. the emulated kernel: that avscap.sys executed on unicorn against
 #      models of ntoskrnl and ks.sys (tests/kernel-emu, a separate
-#      GPL-2.0-or-later crate; needs cmake, installed here when missing).
+#      GPL-2.0-or-later crate; needs cmake, installed here when missing),
+#      then its report: which of the driver's functions executed (at least
+#      90% of the kernel shell's, or the step fails) and the instructions
+#      per Process call, DPC and work item (tests/cost.rs).
 # Installs what it needs (rustup components, apt packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +79,14 @@ fi
 emu=(--manifest-path tests/kernel-emu/Cargo.toml)
 cargo fmt "${emu[@]}" --check
 CARGO_TARGET_DIR=target/kernel-emu cargo clippy "${emu[@]}" --all-targets -- -D warnings
-CARGO_TARGET_DIR=target/kernel-emu cargo test "${emu[@]}" 2>&1 | tee -a "$results"
+# Every emulated driver writes the functions it executed here; the report
+# reads them against the linker map (and prints tests/cost.rs's table).
+coverage="$PWD/target/kernel-emu-coverage"
+rm -rf "$coverage"
+mkdir -p "$coverage"
+CARGO_TARGET_DIR=target/kernel-emu AVSCAP_EMU_COVERAGE_DIR="$coverage" \
+    cargo test "${emu[@]}" 2>&1 | tee -a "$results"
+CARGO_TARGET_DIR=target/kernel-emu cargo run -q "${emu[@]}" --example coverage_report -- "$coverage"
 
 step "all checks passed"
 # One closing line over every test binary above (the simulator and

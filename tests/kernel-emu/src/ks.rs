@@ -747,7 +747,9 @@ pub fn run_processing(uc: &mut Uc) -> R<bool> {
         p.processing = Some(thread);
         (p.leading.frame, p.leading.consumed, p.completed.len())
     };
-    let status = call(uc, process, &[pin], irql::PASSIVE, thread)? as u32;
+    let status = crate::cost::measure(uc, crate::cost::Cost::Process, |uc| {
+        call(uc, process, &[pin], irql::PASSIVE, thread)
+    })? as u32;
     let p = pin_mut(uc, pin)?;
     p.processing = None;
     p.process_results.push(status);

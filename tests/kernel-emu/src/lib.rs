@@ -6,6 +6,8 @@
 //! This crate is a test harness, GPL-2.0-or-later because it links
 //! unicorn; it is never linked into the driver. Its tests are in `tests/`.
 
+pub mod cost;
+pub mod coverage;
 pub mod ks;
 pub mod layout;
 pub mod machine;
@@ -14,6 +16,7 @@ pub mod oracle;
 pub mod pe;
 pub mod rules;
 pub mod session;
+pub mod symbols;
 
 pub use machine::Config;
 pub use session::Driver;

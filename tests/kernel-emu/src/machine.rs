@@ -218,6 +218,12 @@ pub struct Kernel {
     /// Where the interleaved DPC ran (the import about to be called and its
     /// call site), if it ran.
     pub interleaved: Option<String>,
+    /// The driver's functions by name (from the linker map), once loaded.
+    pub symbols: Option<std::sync::Arc<crate::symbols::Symbols>>,
+    /// Executed blocks of the image.
+    pub coverage: crate::coverage::State,
+    /// Instruction counting.
+    pub cost: crate::cost::State,
 }
 
 impl Kernel {
@@ -227,12 +233,16 @@ impl Kernel {
         self.next_thread
     }
 
-    /// Describes an address for a failure message.
+    /// Describes an address for a failure message (in the image:
+    /// `function+0xoff (avscap.sys+0xrva)`).
     #[must_use]
     pub fn describe(&self, address: u64) -> String {
         let (base, size) = self.image;
         if address >= base && address < base + size {
-            return format!("avscap.sys+{:#x}", address - base);
+            return match &self.symbols {
+                Some(symbols) => symbols.describe_rva(address - base),
+                None => format!("avscap.sys+{:#x}", address - base),
+            };
         }
         if (THUNK_BASE..THUNK_BASE + THUNK_SIZE).contains(&address) {
             let i = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
@@ -241,7 +251,8 @@ impl Kernel {
             }
         }
         if (RETURN_TRAP..RETURN_TRAP + PAGE).contains(&address) {
-            return "the model (a direct call, not from the driver)".into();
+            return "the model's own call (or a tail call from the driver routine it called)"
+                .into();
         }
         if (STACK_BASE - PAGE..STACK_BASE).contains(&address) {
             return "below the kernel stack (stack overflow)".into();
@@ -323,6 +334,9 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
         fault_points: Vec::new(),
         boundaries: 0,
         interleaved: None,
+        symbols: None,
+        coverage: crate::coverage::State::default(),
+        cost: crate::cost::State::default(),
     };
     let mut uc = Unicorn::new_with_data(Arch::X86, Mode::MODE_64, kernel).map_err(uc_err)?;
     uc.mem_map(STACK_BASE, STACK_SIZE, Prot::READ | Prot::WRITE)

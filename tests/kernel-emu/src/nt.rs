@@ -942,13 +942,15 @@ fn run_dpc(uc: &mut Uc, dpc: u64) -> R<()> {
     };
     let thread = uc.get_data().thread;
     let now = uc.get_data().now as u64;
-    call(
-        uc,
-        routine,
-        &[dpc, context, now, now >> 32],
-        irql::DISPATCH,
-        thread,
-    )?;
+    crate::cost::measure(uc, crate::cost::Cost::Dpc, |uc| {
+        call(
+            uc,
+            routine,
+            &[dpc, context, now, now >> 32],
+            irql::DISPATCH,
+            thread,
+        )
+    })?;
     Ok(())
 }
 
@@ -961,7 +963,9 @@ fn run_work_item(uc: &mut Uc, item: u64, routine: u64, context: u64) -> R<()> {
         .map(|w| w.device)
         .ok_or_else(|| Rule::WorkItemBusy.broke(format!("queued work item {item:#x} was freed")))?;
     let thread = uc.get_data_mut().new_thread();
-    call(uc, routine, &[device, context], irql::PASSIVE, thread)?;
+    crate::cost::measure(uc, crate::cost::Cost::WorkItem, |uc| {
+        call(uc, routine, &[device, context], irql::PASSIVE, thread)
+    })?;
     if let Some(w) = uc.get_data_mut().nt.work_items.get_mut(&item) {
         w.busy = false;
         w.runs += 1;

@@ -133,6 +133,9 @@ impl Driver {
             ));
         }
         machine::map_image(&mut uc, &image)?;
+        let symbols = crate::symbols::Symbols::load_default(data)?;
+        uc.get_data_mut().symbols = Some(std::sync::Arc::new(symbols));
+        crate::coverage::install(&mut uc, &image)?;
         let mut driver = Driver {
             uc,
             imports,
@@ -985,21 +988,23 @@ impl Driver {
 /// the test as an `Err`), and for disarmed drivers.
 impl Drop for Driver {
     fn drop(&mut self) {
-        if self.disarmed || std::thread::panicking() || self.uc.get_data().failure.is_some() {
-            return;
-        }
-        match self.unload() {
-            Ok(violations) if violations.is_empty() => {}
-            Ok(violations) => panic!(
+        let skip =
+            self.disarmed || std::thread::panicking() || self.uc.get_data().failure.is_some();
+        let verdict = (!skip).then(|| self.unload());
+        // Coverage includes the unload, and is kept even when the check fails.
+        self.save_coverage();
+        match verdict {
+            Some(Ok(violations)) if !violations.is_empty() => panic!(
                 "the driver broke {} rule(s) at the end of the test:\n{}\n--- DbgPrint ---\n{}",
                 violations.len(),
                 violations.join("\n"),
                 self.log()
             ),
-            Err(e) => panic!(
+            Some(Err(e)) => panic!(
                 "unloading the driver at the end of the test failed: {e}\n--- DbgPrint ---\n{}",
                 self.log()
             ),
+            _ => {}
         }
     }
 }
