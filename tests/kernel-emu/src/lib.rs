@@ -6,6 +6,8 @@
 //! This crate is a test harness, GPL-2.0-or-later because it links
 //! unicorn; it is never linked into the driver. Its tests are in `tests/`.
 
+pub mod allocator_object;
+pub mod graph;
 pub mod ks;
 pub mod layout;
 pub mod machine;

@@ -834,6 +834,7 @@ impl Driver {
         if k.ks.device_mutex.is_some() {
             out.push("the device mutex is still held".into());
         }
+        out.extend(crate::allocator_object::leaks(k));
         out
     }
 
@@ -845,7 +846,7 @@ impl Driver {
 }
 
 /// A legacy `KSALLOCATOR_FRAMING`, as an allocator create request carries.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegacyFraming {
     /// `OptionsFlags` / `RequirementsFlags`.
     pub options_flags: u32,
