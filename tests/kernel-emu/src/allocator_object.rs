@@ -274,6 +274,11 @@ pub struct Objects {
     pub initialize_calls: u64,
     /// `KSPROPERTY_STREAM_ALLOCATOR` assignments: source pin → handle.
     pub assigned: BTreeMap<u64, u64>,
+    /// Free request slots (see [`slot`]).
+    slots: Vec<u64>,
+    /// Data buffers of the `Driver` wrappers' ALLOC requests that pended
+    /// (released when the request completes).
+    wrapper_buffers: BTreeSet<u64>,
 }
 
 fn objects<'u>(uc: &'u Uc<'_>) -> &'u Objects {
@@ -679,7 +684,18 @@ fn return_frame(uc: &mut Uc, file_object: u64, frame: u64) -> R<bool> {
     Ok(true)
 }
 
-fn complete_irp(uc: &mut Uc, file_object: u64, irp: u64, status: u32, frame: u64) -> R<()> {
+fn complete_irp(
+    uc: &mut Uc,
+    file_object: u64,
+    pending: PendingAlloc,
+    status: u32,
+    frame: u64,
+) -> R<()> {
+    let PendingAlloc { irp, buffer } = pending;
+    uc.w64(buffer, frame)?;
+    if objects_mut(uc).wrapper_buffers.remove(&buffer) {
+        release_slot(uc, buffer);
+    }
     uc.w32(irp + IRP_IO_STATUS, status)?;
     uc.w64(
         irp + IRP_IO_STATUS_INFORMATION,
@@ -704,8 +720,13 @@ fn complete_pending(uc: &mut Uc, file_object: u64) -> R<()> {
             return Ok(());
         };
         object_mut(uc, file_object)?.pending.pop_front();
-        uc.w64(buffer, frame)?;
-        complete_irp(uc, file_object, irp, STATUS_SUCCESS, frame)?;
+        complete_irp(
+            uc,
+            file_object,
+            PendingAlloc { irp, buffer },
+            STATUS_SUCCESS,
+            frame,
+        )?;
     }
 }
 
@@ -779,10 +800,26 @@ fn free_frame_hook(uc: &mut Uc) -> R<u64> {
 
 // --- The IRP interface and the properties ---------------------------------------------
 
-fn method_irp(uc: &mut Uc, file_object: u64) -> R<u64> {
-    let irp = alloc(uc, IRP_SIZE, 16, Kind::Model("IRP"))?;
-    uc.get_data_mut().ks.irps.insert(irp, file_object);
-    Ok(irp)
+/// Bytes of a request slot: an IRP, or a small data buffer.
+const SLOT: u64 = 256;
+const _: () = assert!(IRP_SIZE <= SLOT);
+
+/// A zeroed request slot (an IRP or a request's data buffer). Slots are
+/// carved from large blocks and reused: a mapping per request would make
+/// thousands of requests slow (unicorn's cost per mapping grows with
+/// their number). The driver never sees these.
+fn slot(uc: &mut Uc) -> R<u64> {
+    if objects(uc).slots.is_empty() {
+        let block = alloc(uc, 64 * SLOT, machine::PAGE, Kind::Model("request slots"))?;
+        objects_mut(uc).slots = (0..64).rev().map(|i| block + i * SLOT).collect();
+    }
+    let at = objects_mut(uc).slots.pop().unwrap();
+    uc.wbytes(at, &[0u8; SLOT as usize])?;
+    Ok(at)
+}
+
+fn release_slot(uc: &mut Uc, at: u64) {
+    objects_mut(uc).slots.push(at);
 }
 
 /// Runs `f` with the caller at `level` (the IRQL the request is sent at).
@@ -814,7 +851,7 @@ pub fn ks_method(
     }
     at_level(uc, level, |uc| {
         need_at_most(uc, irql::DISPATCH)?;
-        let irp = method_irp(uc, file_object)?;
+        let irp = slot(uc)?;
         let status = if method.set != guid_bytes(KSMETHODSETID_STREAM_ALLOCATOR)
             || method.id > KSMETHOD_STREAMALLOCATOR_FREE
         {
@@ -843,6 +880,7 @@ pub fn ks_method(
                     0
                 };
             uc.w64(irp + IRP_IO_STATUS_INFORMATION, information)?;
+            release_slot(uc, irp); // completed: the caller has its status
         }
         Ok((irp, status))
     })
@@ -1017,7 +1055,7 @@ pub fn close(uc: &mut Uc, file_object: u64) -> R<()> {
     }
     let pending: Vec<PendingAlloc> = o.pending.iter().copied().collect();
     for p in pending {
-        complete_irp(uc, file_object, p.irp, STATUS_CANCELLED, 0)?;
+        complete_irp(uc, file_object, p, STATUS_CANCELLED, 0)?;
     }
     let o = object_mut(uc, file_object)?;
     o.pending.clear();
@@ -1115,46 +1153,58 @@ impl Driver {
 
     /// `KSMETHOD_STREAMALLOCATOR_ALLOC` at PASSIVE_LEVEL.
     pub fn alloc_irp(&mut self, handle: u64) -> R<Alloc> {
-        let data = alloc(&mut self.uc, 8, 16, Kind::Model("ALLOC data"))?;
+        let data = slot(&mut self.uc)?;
         let request = KsIdentifierBytes::new(
             KSMETHODSETID_STREAM_ALLOCATOR,
             KSMETHOD_STREAMALLOCATOR_ALLOC,
             KSMETHOD_TYPE_SEND,
         );
         let (irp, status) = ks_method(&mut self.uc, handle, &request, data, 8, irql::PASSIVE)?;
-        Ok(match status {
+        let result = match status {
             STATUS_SUCCESS => Alloc::Frame(self.uc.r64(data)?),
-            STATUS_PENDING => Alloc::Pending(irp),
+            STATUS_PENDING => {
+                objects_mut(&mut self.uc).wrapper_buffers.insert(data);
+                return Ok(Alloc::Pending(irp));
+            }
             other => Alloc::Failed(other),
-        })
+        };
+        release_slot(&mut self.uc, data);
+        Ok(result)
     }
 
     /// `KSMETHOD_STREAMALLOCATOR_FREE` of `frame`, sent at `level`. Returns
     /// its status.
     pub fn free_irp(&mut self, handle: u64, frame: u64, level: u8) -> R<u32> {
-        let data = alloc(&mut self.uc, 8, 16, Kind::Model("FREE data"))?;
+        let data = slot(&mut self.uc)?;
         self.uc.w64(data, frame)?;
         let request = KsIdentifierBytes::new(
             KSMETHODSETID_STREAM_ALLOCATOR,
             KSMETHOD_STREAMALLOCATOR_FREE,
             KSMETHOD_TYPE_SEND,
         );
-        Ok(ks_method(&mut self.uc, handle, &request, data, 8, level)?.1)
+        let status = ks_method(&mut self.uc, handle, &request, data, 8, level)?.1;
+        release_slot(&mut self.uc, data);
+        Ok(status)
     }
 
     /// ALLOC IRPs that completed after pending, in completion order (taken).
+    /// The IRPs' slots are reused afterwards.
     pub fn take_alloc_completions(&mut self, handle: u64) -> Vec<Completion> {
-        objects_mut(&mut self.uc)
+        let done = objects_mut(&mut self.uc)
             .by_file_object
             .get_mut(&handle)
             .map(|o| std::mem::take(&mut o.completions))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for c in &done {
+            release_slot(&mut self.uc, c.irp);
+        }
+        done
     }
 
     /// `KSPROPERTY_STREAMALLOCATOR_FUNCTIONTABLE`.
     pub fn function_table(&mut self, handle: u64) -> R<FunctionTable> {
         let len = size::<KsStreamAllocatorFunctionTable>();
-        let out = alloc(&mut self.uc, len, 16, Kind::Model("function table"))?;
+        let out = slot(&mut self.uc)?;
         let request = KsIdentifierBytes::new(
             KSPROPSETID_STREAM_ALLOCATOR,
             KSPROPERTY_STREAMALLOCATOR_FUNCTIONTABLE,
@@ -1166,14 +1216,16 @@ impl Driver {
                 "FUNCTIONTABLE returned {status:#x} ({written} bytes)"
             ));
         }
-        Ok(FunctionTable {
+        let table = FunctionTable {
             allocate_frame: self
                 .uc
                 .r64(out + off!(KsStreamAllocatorFunctionTable, allocate_frame))?,
             free_frame: self
                 .uc
                 .r64(out + off!(KsStreamAllocatorFunctionTable, free_frame))?,
-        })
+        };
+        release_slot(&mut self.uc, out);
+        Ok(table)
     }
 
     /// `AllocateFrame` through the function table, called at `level` on
@@ -1184,10 +1236,12 @@ impl Driver {
         table: FunctionTable,
         level: u8,
     ) -> R<(u32, u64)> {
-        let out = alloc(&mut self.uc, 8, 16, Kind::Model("AllocateFrame out"))?;
+        let out = slot(&mut self.uc)?;
         self.uc.w64(out, 0xDEAD_BEEF)?;
         let status = call(&mut self.uc, table.allocate_frame, &[handle, out], level, 1)? as u32;
-        Ok((status, self.uc.r64(out)?))
+        let frame = self.uc.r64(out)?;
+        release_slot(&mut self.uc, out);
+        Ok((status, frame))
     }
 
     /// `FreeFrame` through the function table, called at `level` on thread 1.
@@ -1204,7 +1258,7 @@ impl Driver {
     /// `KSPROPERTY_STREAMALLOCATOR_STATUS`: the framing and `AllocatedFrames`.
     pub fn allocator_status(&mut self, handle: u64) -> R<(LegacyFraming, u32)> {
         let len = size::<KsStreamAllocatorStatus>();
-        let out = alloc(&mut self.uc, len, 16, Kind::Model("allocator status"))?;
+        let out = slot(&mut self.uc)?;
         let request = KsIdentifierBytes::new(
             KSPROPSETID_STREAM_ALLOCATOR,
             KSPROPERTY_STREAMALLOCATOR_STATUS,
@@ -1215,6 +1269,7 @@ impl Driver {
             return Err(format!("STATUS returned {status:#x} ({written} bytes)"));
         }
         let bytes = self.uc.rbytes(out, len as usize)?;
+        release_slot(&mut self.uc, out);
         let framing = validate_create_request(&bytes[..size::<KsAllocatorFraming>() as usize])
             .map_err(|s| format!("STATUS reported a framing that is not valid ({s:#x})"))?;
         Ok((

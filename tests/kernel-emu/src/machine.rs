@@ -538,7 +538,12 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
         k.depth += 1;
         old
     };
-    let result = uc.emu_start(function, RETURN_TRAP, CALL_TIMEOUT_US, 0);
+    // Only the outermost emulation has a time limit: unicorn 2.1 joins a
+    // nested emulation's timer thread, which only ends early when the
+    // *outermost* emulation is done, so a nested call with a timeout
+    // would stall for the whole limit. The outer limit still covers it.
+    let timeout = if nested { 0 } else { CALL_TIMEOUT_US };
+    let result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
     let rax = uc.reg_read(RegisterX86::RAX).unwrap_or(0);
     let (end_irql, locks_after) = {
