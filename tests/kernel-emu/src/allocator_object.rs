@@ -35,8 +35,8 @@
 //! * Create validation ([`validate_create_request`]): the create
 //!   parameters must hold a whole `KSALLOCATOR_FRAMING`; `OptionsFlags` may
 //!   only carry `COMPATIBLE | SYSTEM_MEMORY | FRAME_INTEGRITY |
-//!   MUST_ALLOCATE` (the bits ReactOS accepts, brief §3.1); `FrameSize` 0 is
-//!   refused (as ReactOS refuses it); `Frames` 0 is refused (the object
+//!   MUST_ALLOCATE` (the bits `ReactOS` accepts, brief §3.1); `FrameSize` 0 is
+//!   refused (as `ReactOS` refuses it); `Frames` 0 is refused (the object
 //!   needs a maximum to pend ALLOC requests against); `Reserved` must be 0
 //!   (§2.1). Everything else (alignment mask, sizes against the format) is
 //!   the pin's business in `InitializeAllocator`.
@@ -129,7 +129,7 @@ pub const KSPROPERTY_TYPE_GET: u32 = 0x1;
 
 /// `KSALLOCATOR_OPTIONF_COMPATIBLE | _SYSTEM_MEMORY` and the requirement
 /// bits `FRAME_INTEGRITY | MUST_ALLOCATE`: what a create request may carry
-/// in this model (ReactOS's rule, brief §3.1).
+/// in this model (the `ReactOS` rule, brief §3.1).
 pub const CREATE_OPTION_BITS: u32 = 0x0000_000F;
 
 /// `STATUS_SUCCESS`.
@@ -1043,7 +1043,7 @@ fn dereference(uc: &mut Uc, file_object: u64) -> R<()> {
     Ok(())
 }
 
-/// Closes the allocator's handle (PASSIVE_LEVEL): pending ALLOC requests
+/// Closes the allocator's handle (at `PASSIVE_LEVEL`): pending ALLOC requests
 /// are cancelled; when no pin holds the object it is deleted.
 pub fn close(uc: &mut Uc, file_object: u64) -> R<()> {
     need_exactly(uc, irql::PASSIVE)?;

@@ -18,7 +18,7 @@
 //!   (§2.4: the pin can allocate this memory type); a pin that offers an
 //!   allocator without saying so is never asked to allocate.
 //! * `[graph.memory-type]` — the memory types intersect: equal, or one is
-//!   `KSMEMORY_TYPE_WILDCARD` (GUID_NULL, §2.5); the result must be a
+//!   `KSMEMORY_TYPE_WILDCARD` (`GUID_NULL`, §2.5); the result must be a
 //!   kernel system type (never `KSMEMORY_TYPE_USER`). Types are compared
 //!   as GUIDs: nonpaged memory does not stand in for a peer that names
 //!   `KERNEL_PAGED` (the model's choice; the GUIDs are distinct types).
@@ -323,11 +323,7 @@ fn is_mask(m: u32) -> bool {
 }
 
 fn pool_type(memory_type: Guid) -> u32 {
-    if memory_type == KSMEMORY_TYPE_KERNEL_PAGED {
-        1
-    } else {
-        0
-    }
+    u32::from(memory_type == KSMEMORY_TYPE_KERNEL_PAGED) // PagedPool : NonPagedPool
 }
 
 /// Whether our item `o` can serve the peer's item `p`: the create framing,
@@ -432,9 +428,7 @@ pub fn select(ours: &Endpoint, peer: &Endpoint) -> Decision {
         };
     }
     let mut refusals = Vec::new();
-    if !ours.has_allocator {
-        refusals.push("[graph.no-dispatch] our pin has no KSALLOCATOR_DISPATCH".to_string());
-    } else {
+    if ours.has_allocator {
         for o in &ours.items {
             for p in &peer.items {
                 match ours_for(o, p) {
@@ -450,6 +444,8 @@ pub fn select(ours: &Endpoint, peer: &Endpoint) -> Decision {
                 }
             }
         }
+    } else {
+        refusals.push("[graph.no-dispatch] our pin has no KSALLOCATOR_DISPATCH".to_string());
     }
     Decision {
         allocation: Allocation::Peer,
