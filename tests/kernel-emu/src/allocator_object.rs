@@ -49,6 +49,11 @@
 //!   older ones wait, even if a frame is free. `AllocateFrame` does not
 //!   queue behind them (it never waits): a frame freed at DISPATCH_LEVEL is
 //!   not reserved for the pending IRP, whoever asks first gets it.
+//! * The free-frame event is signalled on every accepted free, through
+//!   either interface (the documents name `FreeFrame`; a FREE IRP frees
+//!   the same frame).
+//! * Method and property requests are host values ([`KsIdentifierBytes`]):
+//!   ks.sys serves them itself and the driver never sees them.
 //! * `AllocateFrame` reports an empty allocator with
 //!   `STATUS_INSUFFICIENT_RESOURCES` and `*Frame = NULL`.
 //! * The object keeps the set of frames it handed out (that is how

@@ -725,3 +725,31 @@ fn a_dead_function_table_or_a_second_close_fails() {
     assert!(err.starts_with("[allocator.closed]"), "{err}");
     finish(second);
 }
+
+/// Both interfaces go through one lock (the cancel spin lock): every call
+/// leaves it free, and entering the object while it is held (what a
+/// re-entrant or concurrent call would do) is a failure naming the rule.
+#[test]
+fn one_lock_serialises_the_object() {
+    let mut s = open();
+    let framing = pin_framing(&s);
+    let h = ok(s.d.open_allocator(s.pin, &framing), &s.d).unwrap();
+    let table = ok(s.d.function_table(h), &s.d);
+    let frame = alloc_frame(&mut s.d, h);
+    assert!(s.d.uc.get_data().nt.spin_locks.is_empty());
+    ok(s.d.free_frame(h, table, frame, irql::DISPATCH), &s.d);
+    assert!(s.d.uc.get_data().nt.spin_locks.is_empty());
+    let lock = s.d.uc.get_data().ks.allocator_objects.cancel_lock;
+    s.d.uc
+        .get_data_mut()
+        .nt
+        .spin_locks
+        .insert(lock, nt::Holder { thread: 7 });
+    let err = s.d.allocate_frame(h, table, irql::DISPATCH).unwrap_err();
+    assert!(err.contains("[allocator.lock]"), "{err}");
+    assert_eq!(
+        object(&s.d, h).allocate_calls,
+        1,
+        "the pin was entered under a held lock"
+    );
+}
