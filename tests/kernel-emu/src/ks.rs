@@ -84,6 +84,9 @@ pub enum Origin {
     User,
     /// The driver's own allocator (`Allocate`).
     Allocator,
+    /// A kernel peer's allocator (model memory the peer owns: returned to
+    /// it, not freed, when the frame completes).
+    Peer,
 }
 
 /// A frame in a pin's queue.
@@ -248,6 +251,8 @@ pub struct State {
     pub control_mutex: Option<u32>,
     /// The reference clock.
     pub clock: Clock,
+    /// The KS allocator objects (see `allocator_object`).
+    pub allocator_objects: crate::allocator_object::Objects,
     next_bag: u64,
     next_frame: u64,
 }

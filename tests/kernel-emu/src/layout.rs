@@ -196,6 +196,21 @@ pub struct KsAllocatorFramingEx {
     pub framing_item: [KsFramingItem; 1],
 }
 
+/// `KSSTREAMALLOCATOR_STATUS`.
+#[repr(C)]
+pub struct KsStreamAllocatorStatus {
+    pub framing: KsAllocatorFraming,
+    pub allocated_frames: u32,
+    pub reserved: u32,
+}
+
+/// `KSSTREAMALLOCATOR_FUNCTIONTABLE`.
+#[repr(C)]
+pub struct KsStreamAllocatorFunctionTable {
+    pub allocate_frame: u64,
+    pub free_frame: u64,
+}
+
 #[repr(C)]
 pub struct KsAllocatorDispatch {
     pub initialize_allocator: u64,
@@ -553,6 +568,10 @@ mod tests {
         assert_eq!(size_of::<KsAllocatorFramingEx>(), 112);
         assert_eq!(offset_of!(KsAllocatorFramingEx, pin_weight), 20);
         assert_eq!(offset_of!(KsAllocatorFramingEx, framing_item), 24);
+        assert_eq!(size_of::<KsStreamAllocatorStatus>(), 32);
+        assert_eq!(offset_of!(KsStreamAllocatorStatus, allocated_frames), 24);
+        assert_eq!(size_of::<KsStreamAllocatorFunctionTable>(), 16);
+        assert_eq!(offset_of!(KsStreamAllocatorFunctionTable, free_frame), 8);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! This crate is a test harness, GPL-2.0-or-later because it links
 //! unicorn; it is never linked into the driver. Its tests are in `tests/`.
 
+pub mod allocator_object;
 pub mod cost;
 pub mod coverage;
+pub mod graph;
 pub mod ks;
 pub mod layout;
 pub mod machine;

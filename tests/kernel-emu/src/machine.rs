@@ -665,8 +665,11 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
     };
     // Only the outermost call has the wall-clock safety net: unicorn keeps
     // one timeout thread per instance, so a nested `emu_start` with a
-    // timeout would replace the outer one's and the outer join would then
-    // join a thread twice (qemu aborts, or hangs).
+    // timeout replaces the outer one's (the outer call then joins a thread
+    // twice: qemu aborts or hangs), and it waits for its own timer thread,
+    // which only ends early when the outermost emulation is done (a nested
+    // call would stall for the whole limit). The outer limit still covers
+    // the nested calls.
     let timeout = if nested { 0 } else { CALL_TIMEOUT_US };
     let result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);

@@ -886,6 +886,7 @@ impl Driver {
         if k.ks.device_mutex.is_some() {
             out.push(Rule::Mutex.broke("the device mutex is still held"));
         }
+        out.extend(crate::allocator_object::leaks(k));
         out
     }
 
@@ -1010,7 +1011,7 @@ impl Drop for Driver {
 }
 
 /// A legacy `KSALLOCATOR_FRAMING`, as an allocator create request carries.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegacyFraming {
     /// `OptionsFlags` / `RequirementsFlags`.
     pub options_flags: u32,
