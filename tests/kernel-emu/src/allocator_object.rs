@@ -89,7 +89,7 @@ use crate::layout::{
     KsStreamAllocatorStatus, IRP_IO_STATUS, IRP_IO_STATUS_INFORMATION, IRP_SIZE,
 };
 use crate::machine::{self, alloc, arg, call, irql, need_at_most, need_exactly, Kind, Mem, Uc, R};
-use crate::nt::{self, Object, WorkItem};
+use crate::nt::{self, Object};
 use crate::oracle::guid_bytes;
 use crate::session::{Driver, LegacyFraming};
 use crate::{ks, off};
@@ -404,16 +404,8 @@ fn stubs(uc: &mut Uc) -> Stubs {
 }
 
 fn new_work_item(uc: &mut Uc) -> R<u64> {
-    let item = alloc(uc, 0x58, 16, Kind::Model("allocator IO_WORKITEM"))?;
     let device = uc.get_data().ks.fdo;
-    uc.get_data_mut().nt.work_items.insert(
-        item,
-        WorkItem {
-            device,
-            ..WorkItem::default()
-        },
-    );
-    Ok(item)
+    nt::new_work_item(uc, device, "allocator IO_WORKITEM")
 }
 
 fn new_object(

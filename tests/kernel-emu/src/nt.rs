@@ -643,7 +643,12 @@ fn io_allocate_work_item(uc: &mut Uc) -> R<u64> {
     if machine::inject(uc, "IoAllocateWorkItem") {
         return Ok(0);
     }
-    let item = alloc(uc, 0x58, 16, Kind::Model("IO_WORKITEM"))?;
+    new_work_item(uc, device, "IO_WORKITEM")
+}
+
+/// A fresh, idle work item for `device`, in model memory named `what`.
+pub fn new_work_item(uc: &mut Uc, device: u64, what: &'static str) -> R<u64> {
+    let item = alloc(uc, 0x58, 16, Kind::Model(what))?;
     uc.get_data_mut().nt.work_items.insert(
         item,
         WorkItem {
@@ -1002,13 +1007,7 @@ pub fn preempt_with_dpc(uc: &mut Uc) -> R<bool> {
     let saved = uc.get_data().thread;
     let mut ran = false;
     for _ in 0..3 {
-        let next = uc
-            .get_data()
-            .nt
-            .timers
-            .iter()
-            .filter_map(|(a, t)| t.due.map(|d| (d, *a)))
-            .min();
+        let next = next_timer(uc);
         if let Some((due, timer)) = next {
             expire(uc, timer, due);
         }
@@ -1025,6 +1024,16 @@ pub fn preempt_with_dpc(uc: &mut Uc) -> R<bool> {
         }
     }
     Ok(ran)
+}
+
+/// The earliest queued timer: (due time, timer).
+fn next_timer(uc: &Uc) -> Option<(i64, u64)> {
+    uc.get_data()
+        .nt
+        .timers
+        .iter()
+        .filter_map(|(a, t)| t.due.map(|d| (d, *a)))
+        .min()
 }
 
 /// A timer expires at `due`: virtual time moves there, its DPC is queued.
@@ -1064,13 +1073,7 @@ pub fn run_ready(uc: &mut Uc) -> R<()> {
 pub fn advance_to(uc: &mut Uc, until: i64) -> R<()> {
     run_ready(uc)?;
     loop {
-        let next = uc
-            .get_data()
-            .nt
-            .timers
-            .iter()
-            .filter_map(|(a, t)| t.due.map(|d| (d, *a)))
-            .min();
+        let next = next_timer(uc);
         match next {
             Some((due, timer)) if due <= until => {
                 expire(uc, timer, due);

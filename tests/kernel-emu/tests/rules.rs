@@ -150,6 +150,10 @@ fn clone_of(d: &mut Driver, sp: u64) -> u64 {
     d.uc.r64(out).unwrap()
 }
 
+fn delete(d: &mut Driver, clone: u64) -> Result<u64, String> {
+    hook(d, &ks_("KsStreamPointerDelete"), &[clone], irql::DISPATCH)
+}
+
 fn pool(d: &mut Driver, bytes: u64) -> u64 {
     hook(
         d,
@@ -408,31 +412,13 @@ fn break_rule(rule: Rule) -> String {
         Rule::CloneDoubleDelete => {
             let (_, sp) = locked_leading_edge(&mut d);
             let clone = clone_of(&mut d, sp);
-            hook(
-                &mut d,
-                &ks_("KsStreamPointerDelete"),
-                &[clone],
-                irql::DISPATCH,
-            )
-            .unwrap();
-            hook(
-                &mut d,
-                &ks_("KsStreamPointerDelete"),
-                &[clone],
-                irql::DISPATCH,
-            )
-            .unwrap_err()
+            delete(&mut d, clone).unwrap();
+            delete(&mut d, clone).unwrap_err()
         }
         Rule::CloneUseAfterDelete => {
             let (_, sp) = locked_leading_edge(&mut d);
             let clone = clone_of(&mut d, sp);
-            hook(
-                &mut d,
-                &ks_("KsStreamPointerDelete"),
-                &[clone],
-                irql::DISPATCH,
-            )
-            .unwrap();
+            delete(&mut d, clone).unwrap();
             hook(
                 &mut d,
                 &ks_("KsStreamPointerSetStatusCode"),
