@@ -17,9 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use unicorn_engine::RegisterX86;
-
-use crate::machine::{Mem, Uc, R};
+use crate::machine::{Uc, R};
 
 /// Where the cross-build writes the map (relative to the repository).
 pub const MAP_PATH: &str = "target/cross/package/avscap.map";
@@ -324,16 +322,13 @@ pub fn default_map_path() -> PathBuf {
 /// address there: outside the image, that is said instead.
 #[must_use]
 pub fn caller_site(uc: &Uc) -> String {
-    let Ok(rsp) = uc.reg_read(RegisterX86::RSP) else {
-        return "unknown call site (RSP unreadable)".into();
-    };
     let k = uc.get_data();
     let (base, size) = k.image;
-    match uc.r64(rsp) {
-        Ok(ret) if ret >= base && ret < base + size => k.describe(ret),
-        Ok(ret) => {
+    match crate::machine::return_address(uc) {
+        0 => "unknown call site ([RSP] unreadable)".into(),
+        ret if ret >= base && ret < base + size => k.describe(ret),
+        ret => {
             format!("a tail call in avscap.sys (the return address {ret:#x} is outside the image)")
         }
-        Err(e) => format!("unknown call site ({e})"),
     }
 }

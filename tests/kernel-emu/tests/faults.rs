@@ -11,12 +11,11 @@
 
 mod common;
 
-use avscap::portable::image::DeliveryPath;
 use avscap::portable::video_format::{PixelFormat, VideoFormat};
 use avscap_kernel_emu::ks::{self, state, Completed, Origin};
 use avscap_kernel_emu::machine::{FaultPoint, R};
 use avscap_kernel_emu::session::{read_sys, Allocator, LegacyFraming};
-use avscap_kernel_emu::{nt, oracle, Config, Driver};
+use avscap_kernel_emu::{nt, Config, Driver};
 use common::{format, Path};
 
 /// Frames each run streams (when it gets that far).
@@ -52,29 +51,6 @@ fn failed(step: &'static str, status: u32) -> R<End> {
     Ok(End::Failed(step, status))
 }
 
-/// One frame from the path's source; false when the allocator has none.
-fn queue(
-    d: &mut Driver,
-    pin: u64,
-    path: Path,
-    size: u32,
-    allocator: Option<avscap_kernel_emu::session::Allocator>,
-) -> R<bool> {
-    match (path, allocator) {
-        (Path::Kernel, Some(a)) => {
-            let frame = d.allocate(a)?;
-            if frame == 0 {
-                return Ok(false);
-            }
-            d.queue_allocator_frame(pin, frame, size)?;
-        }
-        _ => {
-            d.queue_user_frame(pin, size, 0)?;
-        }
-    }
-    Ok(true)
-}
-
 /// A delivered frame is the host core's image for its picture and drop
 /// count; a frame completed empty carries no data.
 fn check_completed(format: &VideoFormat, c: &Completed) -> R<bool> {
@@ -88,42 +64,22 @@ fn check_completed(format: &VideoFormat, c: &Completed) -> R<bool> {
             c.id, c.data_used
         ));
     }
-    let info = c
-        .frame_info
-        .ok_or("a delivered frame without KS_FRAME_INFO")?;
-    let path = if c.origin == Origin::Allocator {
-        DeliveryPath::ZeroCopy
-    } else {
-        DeliveryPath::Copied
-    };
-    let expected = oracle::expected_image(
-        format,
-        info.picture_number as u64,
-        info.drop_count as u64,
-        path,
-    );
-    if c.data != expected {
-        return Err(format!(
-            "frame {} (picture {}) differs from the host core's image",
-            c.id, info.picture_number
-        ));
-    }
+    common::image_check(format, c)?;
     Ok(true)
 }
 
-/// Streams until `count` frames completed (queue kept `DEPTH` deep,
-/// allocator frames given back); returns how many were delivered full.
+/// Streams until `count` frames completed (queue kept `DEPTH` deep, from
+/// the allocator on the kernel path, allocator frames given back); returns how many were delivered full.
 fn stream(
     d: &mut Driver,
     f: &VideoFormat,
     pin: u64,
-    path: Path,
     allocator: Option<Allocator>,
     size: u32,
     count: usize,
 ) -> R<usize> {
     while common::queued(d, pin) < DEPTH {
-        if !queue(d, pin, path, size, allocator)? {
+        if common::queue_from(d, pin, size, allocator)?.is_none() {
             break;
         }
     }
@@ -141,7 +97,7 @@ fn stream(
             if let (Origin::Allocator, Some(a)) = (c.origin, allocator) {
                 d.free(a, c.data_address)?;
             }
-            queue(d, pin, path, size, allocator)?;
+            common::queue_from(d, pin, size, allocator)?;
         }
     }
     if completed < count {
@@ -204,7 +160,7 @@ fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
             }
         }
         let size = f.layout().unwrap().image_size;
-        delivered += stream(&mut d, &f, pin, path, allocator, size, FRAMES)?;
+        delivered += stream(&mut d, &f, pin, allocator, size, FRAMES)?;
         // Stop, then a second stream on the same pin: the resources of
         // ACQUIRE are taken again, and can fail again.
         for to in [state::PAUSE, state::ACQUIRE, state::STOP] {
@@ -230,7 +186,7 @@ fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
                 break 'run failed(step, status)?;
             }
         }
-        delivered += stream(&mut d, &f, pin, path, allocator, size, FRAMES)?;
+        delivered += stream(&mut d, &f, pin, allocator, size, FRAMES)?;
         End::Streamed
     };
     let points = d.uc.get_data().fault_points.clone();

@@ -12,12 +12,11 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use avscap::portable::image::DeliveryPath;
-use avscap::portable::video_format::{PixelFormat, VideoFormat};
+use avscap::portable::video_format::PixelFormat;
 use avscap_kernel_emu::ks::{state, Completed, Origin};
 use avscap_kernel_emu::machine::R;
-use avscap_kernel_emu::session::{Allocator, LegacyFraming};
-use avscap_kernel_emu::{oracle, Config, Driver};
+use avscap_kernel_emu::session::LegacyFraming;
+use avscap_kernel_emu::{Config, Driver};
 use common::{format, Path};
 
 /// Frames delivered before the stop.
@@ -30,38 +29,6 @@ struct Run {
     boundaries: u64,
     /// Where the interleaved DPC ran, if it did.
     interleaved: Option<String>,
-}
-
-fn image_matches(f: &VideoFormat, c: &Completed) -> R<()> {
-    let info = c.frame_info.ok_or("no KS_FRAME_INFO")?;
-    let path = if c.origin == Origin::Allocator {
-        DeliveryPath::ZeroCopy
-    } else {
-        DeliveryPath::Copied
-    };
-    let expected =
-        oracle::expected_image(f, info.picture_number as u64, info.drop_count as u64, path);
-    if c.data == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "frame {} (picture {}) differs from the host core's image",
-            c.id, info.picture_number
-        ))
-    }
-}
-
-fn queue(d: &mut Driver, pin: u64, size: u32, allocator: Option<Allocator>) -> R<Option<u64>> {
-    match allocator {
-        Some(a) => {
-            let frame = d.allocate(a)?;
-            if frame == 0 {
-                return Ok(None);
-            }
-            d.queue_allocator_frame(pin, frame, size).map(Some)
-        }
-        None => d.queue_user_frame(pin, size, 0).map(Some),
-    }
 }
 
 /// Streams `FRAMES` frames, then stops with frames in flight; checks every
@@ -88,7 +55,7 @@ fn scenario(config: Config, path: Path) -> R<Run> {
     let mut queued = Vec::new();
     let mut completed: Vec<Completed> = Vec::new();
     for _ in 0..DEPTH {
-        queued.extend(queue(&mut d, pin, size, allocator)?);
+        queued.extend(common::queue_from(&mut d, pin, size, allocator)?);
     }
     let mut delivered = 0;
     for _ in 0..4 * FRAMES {
@@ -103,13 +70,13 @@ fn scenario(config: Config, path: Path) -> R<Run> {
                     c.id, c.data_used, c.flushed
                 ));
             }
-            image_matches(&f, &c)?;
+            common::image_check(&f, &c)?;
             delivered += 1;
             if let (Origin::Allocator, Some(a)) = (c.origin, allocator) {
                 d.free(a, c.data_address)?;
             }
             completed.push(c);
-            queued.extend(queue(&mut d, pin, size, allocator)?);
+            queued.extend(common::queue_from(&mut d, pin, size, allocator)?);
         }
     }
     if delivered < FRAMES {
@@ -126,7 +93,7 @@ fn scenario(config: Config, path: Path) -> R<Run> {
             if c.data_used != size {
                 return Err(format!("frame {} completed with a partial image", c.id));
             }
-            image_matches(&f, &c)?;
+            common::image_check(&f, &c)?;
         }
         if let (Origin::Allocator, Some(a)) = (c.origin, allocator) {
             d.free(a, c.data_address)?;

@@ -150,6 +150,10 @@ fn clone_of(d: &mut Driver, sp: u64) -> u64 {
     d.uc.r64(out).unwrap()
 }
 
+fn free_pool(d: &mut Driver, block: u64, level: u8) -> Result<u64, String> {
+    hook(d, &nt("ExFreePoolWithTag"), &[block, TAG], level)
+}
+
 fn delete(d: &mut Driver, clone: u64) -> Result<u64, String> {
     hook(d, &ks_("KsStreamPointerDelete"), &[clone], irql::DISPATCH)
 }
@@ -189,30 +193,12 @@ fn break_rule(rule: Rule) -> String {
         }
         Rule::PoolUnknownFree => {
             let foreign = model(&mut d, 64);
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[foreign, TAG],
-                irql::PASSIVE,
-            )
-            .unwrap_err()
+            free_pool(&mut d, foreign, irql::PASSIVE).unwrap_err()
         }
         Rule::PoolDoubleFree => {
             let block = pool(&mut d, 64);
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[block, TAG],
-                irql::PASSIVE,
-            )
-            .unwrap();
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[block, TAG],
-                irql::PASSIVE,
-            )
-            .unwrap_err()
+            free_pool(&mut d, block, irql::PASSIVE).unwrap();
+            free_pool(&mut d, block, irql::PASSIVE).unwrap_err()
         }
         Rule::PoolWrongTag => {
             let block = pool(&mut d, 64);
@@ -233,13 +219,7 @@ fn break_rule(rule: Rule) -> String {
         .unwrap_err(),
         Rule::UseAfterFree => {
             let block = pool(&mut d, 64);
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[block, TAG],
-                irql::PASSIVE,
-            )
-            .unwrap();
+            free_pool(&mut d, block, irql::PASSIVE).unwrap();
             let poke = code(&mut d, &POKE);
             call(&mut d.uc, poke, &[block, 8], irql::PASSIVE, 1).unwrap_err()
         }
@@ -319,13 +299,7 @@ fn break_rule(rule: Rule) -> String {
                 irql::PASSIVE,
             )
             .unwrap();
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[block, TAG],
-                irql::PASSIVE,
-            )
-            .unwrap_err()
+            free_pool(&mut d, block, irql::PASSIVE).unwrap_err()
         }
         Rule::DpcInFreedPool => {
             let block = pool(&mut d, 128);
@@ -342,13 +316,7 @@ fn break_rule(rule: Rule) -> String {
             let k = d.uc.get_data_mut();
             k.nt.dpcs.get_mut(&block).unwrap().queued = true;
             k.nt.dpc_queue.push_back(block);
-            hook(
-                &mut d,
-                &nt("ExFreePoolWithTag"),
-                &[block, TAG],
-                irql::DISPATCH,
-            )
-            .unwrap_err()
+            free_pool(&mut d, block, irql::DISPATCH).unwrap_err()
         }
         Rule::TimerLeak => {
             let timer = model(&mut d, 64);

@@ -5,7 +5,6 @@
 mod common;
 
 use avscap::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
-use avscap::portable::image::DeliveryPath;
 use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::PixelFormat;
 use avscap_kernel_emu::ks::{state, CLOCK_OFFSET};
@@ -131,20 +130,12 @@ fn starvation_reports_drops_and_a_discontinuity() {
             assert_eq!(c.options_flags & DATADISCONTINUITY, 0);
             assert_eq!(c.frame_info.unwrap().drop_count, 5);
         }
-        // The picture shows the drops too, as the host core draws them.
-        let drawn_path = if path == Path::User {
-            DeliveryPath::Copied
-        } else {
-            DeliveryPath::ZeroCopy
-        };
+        // The picture shows the drops too (every frame's DropCount is 5,
+        // checked above), as the host core draws them.
         for c in &frames {
-            let info = c.frame_info.unwrap();
-            let expected = oracle::expected_image(&f, info.picture_number as u64, 5, drawn_path);
-            assert!(
-                c.data == expected,
-                "{path:?}: frame {} differs from the host core's",
-                info.picture_number
-            );
+            if let Err(e) = common::image_check(&f, c) {
+                panic!("{path:?}: {e}");
+            }
         }
         let (pictures, drops, _) = ok(s.d.dropped_frames(s.pin), &s.d);
         assert_eq!(drops, 5);
