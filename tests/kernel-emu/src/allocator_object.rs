@@ -338,22 +338,6 @@ pub fn leaks(k: &machine::Kernel) -> Vec<String> {
 
 // --- Create ---------------------------------------------------------------------
 
-/// A legacy framing as create-parameter bytes (`KSALLOCATOR_FRAMING`,
-/// `Reserved` 0).
-#[must_use]
-pub fn framing_bytes(f: &LegacyFraming) -> Vec<u8> {
-    let mut b = vec![0u8; size::<KsAllocatorFraming>() as usize];
-    let mut put = |at: u64, v: u32| {
-        b[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
-    };
-    put(off!(KsAllocatorFraming, options_flags), f.options_flags);
-    put(off!(KsAllocatorFraming, pool_type), f.pool_type);
-    put(off!(KsAllocatorFraming, frames), f.frames);
-    put(off!(KsAllocatorFraming, frame_size), f.frame_size);
-    put(off!(KsAllocatorFraming, file_alignment), f.file_alignment);
-    b
-}
-
 fn u32_at(bytes: &[u8], at: u64) -> u32 {
     u32::from_le_bytes(bytes[at as usize..at as usize + 4].try_into().unwrap())
 }
@@ -511,7 +495,7 @@ pub fn create(uc: &mut Uc, pin: u64, name: &str, params: &[u8]) -> R<Result<u64,
 /// `framing.frame_size` bytes, aligned per `FileAlignment`.
 pub fn create_peer(uc: &mut Uc, framing: LegacyFraming) -> R<u64> {
     need_exactly(uc, irql::PASSIVE)?;
-    let params = framing_bytes(&framing);
+    let params = framing.to_bytes();
     let framing = validate_create_request(&params).map_err(|s| {
         format!("[allocator.peer] the peer's allocator refused its framing: {s:#x}")
     })?;
@@ -978,7 +962,7 @@ pub fn ks_property(
         let o = object(uc, file_object)?;
         Ok((o.allocated_frames(), o.framing))
     })?;
-    let mut bytes = framing_bytes(&framing);
+    let mut bytes = framing.to_bytes();
     bytes.extend_from_slice(&allocated.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
     uc.wbytes(out, &bytes)?;
@@ -1134,12 +1118,7 @@ impl Driver {
     /// Creates an allocator object on `pin` with `framing`, as
     /// `KsCreateAllocator` does. Returns its handle or the create's status.
     pub fn open_allocator(&mut self, pin: u64, framing: &LegacyFraming) -> R<Result<u64, u32>> {
-        create(
-            &mut self.uc,
-            pin,
-            KSSTRING_ALLOCATOR,
-            &framing_bytes(framing),
-        )
+        create(&mut self.uc, pin, KSSTRING_ALLOCATOR, &framing.to_bytes())
     }
 
     /// The allocator object behind a handle (deleted ones too).

@@ -679,17 +679,7 @@ impl Driver {
             16,
             Kind::Model("KSALLOCATOR_FRAMING"),
         )?;
-        uc.w32(
-            f + off!(KsAllocatorFraming, options_flags),
-            framing.options_flags,
-        )?;
-        uc.w32(f + off!(KsAllocatorFraming, pool_type), framing.pool_type)?;
-        uc.w32(f + off!(KsAllocatorFraming, frames), framing.frames)?;
-        uc.w32(f + off!(KsAllocatorFraming, frame_size), framing.frame_size)?;
-        uc.w32(
-            f + off!(KsAllocatorFraming, file_alignment),
-            framing.file_alignment,
-        )?;
+        uc.wbytes(f, &framing.to_bytes())?;
         let out = alloc(uc, 8, 16, Kind::Model("allocator context out"))?;
         let status = call(uc, initialize, &[pin, f, out], irql::PASSIVE, 1)? as u32;
         if status != 0 {
@@ -1026,6 +1016,25 @@ pub struct LegacyFraming {
 }
 
 impl LegacyFraming {
+    /// The framing as a `KSALLOCATOR_FRAMING`'s bytes (`Reserved` 0), as an
+    /// allocator create request carries it.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![0u8; size::<KsAllocatorFraming>() as usize];
+        let mut put = |at: u64, v: u32| {
+            b[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        put(off!(KsAllocatorFraming, options_flags), self.options_flags);
+        put(off!(KsAllocatorFraming, pool_type), self.pool_type);
+        put(off!(KsAllocatorFraming, frames), self.frames);
+        put(off!(KsAllocatorFraming, frame_size), self.frame_size);
+        put(
+            off!(KsAllocatorFraming, file_alignment),
+            self.file_alignment,
+        );
+        b
+    }
+
     /// The framing a graph derives from the pin's `KSALLOCATOR_FRAMING_EX`
     /// (first item: its frames, the top of its framing range, its
     /// alignment; non-paged system memory).

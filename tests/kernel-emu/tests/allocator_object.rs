@@ -10,9 +10,8 @@ mod common;
 
 use avscap::portable::video_format::PixelFormat;
 use avscap_kernel_emu::allocator_object::{
-    self, framing_bytes, Alloc, Completion, KSSTRING_ALLOCATOR, STATUS_CANCELLED,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    self, Alloc, Completion, KSSTRING_ALLOCATOR, STATUS_CANCELLED, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 use avscap_kernel_emu::layout::{IRP_IO_STATUS, IRP_IO_STATUS_INFORMATION};
 use avscap_kernel_emu::machine::{irql, Mem};
@@ -75,31 +74,31 @@ fn finish(s: Stream) {
 fn invalid_create_requests_never_reach_initialize_allocator() {
     let mut s = open();
     let good = pin_framing(&s);
-    let mut reserved = framing_bytes(&good);
+    let mut reserved = good.to_bytes();
     reserved[20] = 1;
     let refused: [(&str, Vec<u8>); 6] = [
-        ("short buffer", framing_bytes(&good)[..20].to_vec()),
+        ("short buffer", good.to_bytes()[..20].to_vec()),
         (
             "FrameSize 0",
-            framing_bytes(&LegacyFraming {
+            LegacyFraming::to_bytes(&LegacyFraming {
                 frame_size: 0,
                 ..good
             }),
         ),
         (
             "Frames 0",
-            framing_bytes(&LegacyFraming { frames: 0, ..good }),
+            LegacyFraming::to_bytes(&LegacyFraming { frames: 0, ..good }),
         ),
         (
             "unknown option bit",
-            framing_bytes(&LegacyFraming {
+            LegacyFraming::to_bytes(&LegacyFraming {
                 options_flags: good.options_flags | 0x0001_0000,
                 ..good
             }),
         ),
         (
             "PREFERENCES_ONLY is a requirement, not a create option",
-            framing_bytes(&LegacyFraming {
+            LegacyFraming::to_bytes(&LegacyFraming {
                 options_flags: good.options_flags | 0x8000_0000,
                 ..good
             }),
@@ -114,7 +113,7 @@ fn invalid_create_requests_never_reach_initialize_allocator() {
         &mut s.d.uc,
         s.pin,
         "{091BB63B-603F-11D1-B067-00A0C9062802}",
-        &framing_bytes(&good),
+        &good.to_bytes(),
     );
     assert_eq!(ok(r, &s.d), Err(STATUS_OBJECT_NAME_NOT_FOUND), "other name");
     assert_eq!(
