@@ -245,12 +245,59 @@ impl CopyPlan {
         (0..self.rows as usize).map(move |r| (r * source, r * dest, len))
     }
 
+    /// Copies the image from `source` (the staging slot) into `dest` (the
+    /// client frame) by this plan and returns the frame's `DataUsed`. Every
+    /// row is one `copy_from_slice`; a packed plan is one block.
+    ///
+    /// # Errors
+    /// [`CopyTooShort`] when `source` or `dest` cannot hold what the plan
+    /// reads or writes (or `dest` is shorter than `data_used`), or for a hand-made plan whose rows overlap (a row
+    /// longer than its stride or pitch); then nothing has been written.
+    pub fn copy(&self, source: &[u8], dest: &mut [u8]) -> Result<u32, CopyTooShort> {
+        let (rows, len) = (self.rows as usize, self.row_bytes as usize);
+        let (read_step, write_step) = (self.source_stride as usize, self.dest_pitch as usize);
+        if rows == 0 || len == 0 {
+            return Ok(self.data_used);
+        }
+        if rows > 1 && (len > read_step || len > write_step) {
+            return Err(CopyTooShort);
+        }
+        // From the first row's start to the last row's end.
+        let reach = |step: usize| (rows - 1).checked_mul(step)?.checked_add(len);
+        let (Some(read), Some(write)) = (reach(read_step), reach(write_step)) else {
+            return Err(CopyTooShort);
+        };
+        // `DataUsed` tells the client this much of its frame is valid.
+        if dest.len() < self.data_used as usize {
+            return Err(CopyTooShort);
+        }
+        let (Some(source), Some(dest)) = (source.get(..read), dest.get_mut(..write)) else {
+            return Err(CopyTooShort);
+        };
+        if rows == 1 {
+            dest.copy_from_slice(source);
+        } else {
+            // Both steps are at least `len` (checked above), so every chunk
+            // but the last is a whole step and the last is exactly `len`.
+            let pairs = source.chunks(read_step).zip(dest.chunks_mut(write_step));
+            for (from, to) in pairs {
+                to[..len].copy_from_slice(&from[..len]);
+            }
+        }
+        Ok(self.data_used)
+    }
+
     /// Bytes the plan writes into the client frame.
     #[must_use]
     pub const fn bytes_copied(&self) -> u64 {
         self.rows as u64 * self.row_bytes as u64
     }
 }
+
+/// [`CopyPlan::copy`] was handed a source or destination shorter than the
+/// plan's rows reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyTooShort;
 
 /// A due frame, as the delivery work item fills and completes it: the target
 /// and what its stream header and `KS_FRAME_INFO` carry.
@@ -827,6 +874,71 @@ mod tests {
         );
         // Only the pin's bits can be set through it.
         assert_eq!(stamp_options(0, u32::MAX), OPTIONSF_DRIVER_OWNED);
+    }
+
+    #[test]
+    #[allow(clippy::std_instead_of_alloc)]
+    fn copy_writes_rows_at_the_pitch_and_nothing_else() {
+        let l = FrameLayout::new(PixelFormat::Nv12, 64, 16).unwrap();
+        let source: std::vec::Vec<u8> = (0..l.image_size).map(|i| (i % 251) as u8).collect();
+        for pitch in [0, 64, 80, 4096] {
+            let rows = l.image_size / l.stride;
+            let extent = if pitch > 64 {
+                pitch * rows
+            } else {
+                l.image_size
+            };
+            let plan = CopyPlan::new(&l, i32::try_from(pitch).unwrap(), extent);
+            let mut dest = std::vec![0xeeu8; extent as usize + 7];
+            assert_eq!(plan.copy(&source, &mut dest), Ok(plan.data_used));
+            let step = if plan.is_packed() { 64 } else { pitch as usize };
+            for (r, row) in source.chunks(64).enumerate() {
+                assert_eq!(&dest[r * step..r * step + 64], row, "pitch {pitch} row {r}");
+                let gap = &dest[r * step + 64..(r * step + step).min(extent as usize)];
+                assert!(
+                    gap.iter().all(|&b| b == 0xee),
+                    "pitch {pitch}: padding written"
+                );
+            }
+            assert!(dest[extent as usize..].iter().all(|&b| b == 0xee));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::std_instead_of_alloc)]
+    fn copy_refuses_short_buffers_and_overlapping_rows_without_writing() {
+        let l = FrameLayout::new(PixelFormat::Yuy2, 32, 8).unwrap();
+        let plan = CopyPlan::new(&l, 100, 800);
+        let source = std::vec![1u8; l.image_size as usize];
+        let mut dest = std::vec![0u8; 799];
+        assert_eq!(plan.copy(&source, &mut dest), Err(CopyTooShort));
+        assert_eq!(plan.copy(&source[1..], &mut [0u8; 800]), Err(CopyTooShort));
+        assert!(dest.iter().all(|&b| b == 0));
+        let overlapping = [
+            CopyPlan {
+                row_bytes: 101,
+                ..plan
+            },
+            CopyPlan {
+                source_stride: 0,
+                ..plan
+            },
+            CopyPlan {
+                dest_pitch: 63,
+                ..plan
+            },
+            CopyPlan {
+                rows: u32::MAX,
+                ..plan
+            },
+        ];
+        for bad in overlapping {
+            let mut dest = std::vec![0u8; 1 << 16];
+            assert_eq!(bad.copy(&source, &mut dest), Err(CopyTooShort), "{bad:?}");
+            assert!(dest.iter().all(|&b| b == 0));
+        }
+        let empty = CopyPlan { rows: 0, ..plan };
+        assert_eq!(empty.copy(&[], &mut []), Ok(plan.data_used));
     }
 
     #[test]
