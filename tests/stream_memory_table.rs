@@ -1,6 +1,8 @@
 //! The README's table of the memory a stream takes per format is computed
 //! here, from the sizing code the driver runs (`StreamMemory`), and must
 //! equal the README's copy: edit the code and this test shows the new table.
+//! Every format's overhead (bytes reserved beyond the images the slots hold)
+//! stays under one page per frame.
 
 use std::fmt::Write as _;
 
@@ -16,10 +18,41 @@ fn mib(bytes: usize) -> String {
     format!("{m:.2} MiB")
 }
 
+/// Frame slots a stream reserves at most: staging plus the allocator's.
+fn frames(m: &StreamMemory) -> u32 {
+    m.staging.frames + m.allocator.frames
+}
+
+/// Bytes reserved beyond the images those slots hold, per slot.
+fn overhead_per_frame(m: &StreamMemory) -> usize {
+    let images = frames(m) as usize * m.layout.image_size as usize;
+    (m.allocator_path_bytes() - images) / frames(m) as usize
+}
+
+#[test]
+fn overhead_is_under_one_page_per_frame() {
+    for f in &DATA_RANGES {
+        let m = StreamMemory::for_format(f).unwrap();
+        for plan in [m.staging, m.allocator] {
+            assert_eq!(plan.frame_size, m.layout.image_size, "{f:?}");
+            let images = plan.frames as usize * m.layout.image_size as usize;
+            assert!(plan.len >= images, "{f:?}: the buffer holds every frame");
+            assert!(
+                plan.len - images < plan.frames as usize * 4096,
+                "{f:?}: {} bytes for {} frames of {}",
+                plan.len,
+                plan.frames,
+                m.layout.image_size
+            );
+        }
+        assert!(overhead_per_frame(&m) < 4096, "{f:?}");
+    }
+}
+
 fn table() -> String {
     let mut out = String::from(
-        "| format | size | image | staging (every stream) | allocator buffer (kernel-to-kernel only) | most per stream |\n\
-         | --- | --- | ---: | ---: | ---: | ---: |\n",
+        "| format | size | image | staging (every stream) | allocator buffer (kernel-to-kernel only) | most per stream | frames | overhead per frame |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut seen = Vec::new();
     for f in &DATA_RANGES {
@@ -31,7 +64,7 @@ fn table() -> String {
         let m = StreamMemory::for_format(f).unwrap();
         let _ = writeln!(
             out,
-            "| {} | {}x{} | {} | {} | {} | {} |",
+            "| {} | {}x{} | {} | {} | {} | {} | {} | {} B |",
             f.pixel.name().to_uppercase(),
             f.width,
             f.height,
@@ -39,6 +72,8 @@ fn table() -> String {
             mib(m.copy_path_bytes()),
             mib(m.allocator.len),
             mib(m.allocator_path_bytes()),
+            frames(&m),
+            overhead_per_frame(&m),
         );
     }
     out
