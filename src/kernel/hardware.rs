@@ -682,22 +682,19 @@ impl Hardware {
         if written {
             data_used = layout.image_size;
             if let Some(plan) = copy {
-                for (from, to, len) in plan.rows() {
-                    // SAFETY: the source is inside the staging slot (the
-                    // plan's rows cover exactly the image); the destination
-                    // is the client frame Process recorded, locked and
-                    // mapped while its clone lives, `client.extent` bytes
-                    // long, which bounds the plan's rows; a staging slot is
-                    // never a client frame, so they do not overlap.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            (frame.virtual_address + from) as *const u8,
-                            (client.address + to) as *mut u8,
-                            len,
-                        );
-                    }
-                }
-                data_used = plan.data_used;
+                // SAFETY: the client frame Process recorded, locked and
+                // mapped while its clone lives, `client.extent` bytes long;
+                // a staging slot is never a client frame, so it does not
+                // overlap `pixels`, and this work item is its only writer.
+                let dest = unsafe {
+                    core::slice::from_raw_parts_mut(
+                        client.address as *mut u8,
+                        client.extent as usize,
+                    )
+                };
+                // The plan fits a frame Process accepted; were it not to,
+                // the frame goes back empty rather than half written.
+                data_used = plan.copy(pixels, dest).unwrap_or(0);
             }
         }
         let header_ptr = clone.header();
