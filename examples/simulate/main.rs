@@ -32,10 +32,14 @@ use avscap::portable::capture_engine::{
 };
 use avscap::portable::frame_pool::{FramePool, Region};
 use avscap::portable::framing::{self, AllocatorFraming, BufferPlan, PinFraming, PAGE_SIZE};
-use avscap::portable::image::{self, Rgb};
+use avscap::portable::image;
 use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
 use clap::{Parser, ValueEnum};
+
+mod planes;
+
+use planes::Planes;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum FormatArg {
@@ -470,100 +474,6 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A 4:2:0 planar frame (the y4m payload).
-struct Planes {
-    y: Vec<u8>,
-    u: Vec<u8>,
-    v: Vec<u8>,
-}
-
-impl Planes {
-    fn new(layout: &FrameLayout) -> Self {
-        let (w, h) = (layout.width as usize, layout.height as usize);
-        Planes {
-            y: vec![0; w * h],
-            u: vec![0; w * h / 4],
-            v: vec![0; w * h / 4],
-        }
-    }
-
-    /// Converts a frame of any supported format into 4:2:0 planes
-    /// (chroma of packed formats averaged over each 2x2 block).
-    /// `stride`: bytes from one row to the next in `frame` (the format's
-    /// stride, or the client's surface pitch); NV12's chroma rows follow its
-    /// luma rows at the same stride.
-    fn convert(&mut self, layout: &FrameLayout, frame: &[u8], stride: usize) {
-        let (w, h) = (layout.width as usize, layout.height as usize);
-        let cw = w / 2;
-        match layout.pixel {
-            PixelFormat::Nv12 => {
-                for row in 0..h {
-                    self.y[row * w..(row + 1) * w]
-                        .copy_from_slice(&frame[row * stride..row * stride + w]);
-                }
-                let chroma = &frame[stride * h..];
-                for row in 0..h / 2 {
-                    for col in 0..cw {
-                        self.u[row * cw + col] = chroma[row * stride + 2 * col];
-                        self.v[row * cw + col] = chroma[row * stride + 2 * col + 1];
-                    }
-                }
-            }
-            PixelFormat::Yuy2 => {
-                for row in 0..h {
-                    let line = &frame[row * stride..];
-                    for col in 0..w {
-                        self.y[row * w + col] = line[2 * col];
-                    }
-                }
-                for row in 0..h / 2 {
-                    let (a, b) = (&frame[2 * row * stride..], &frame[(2 * row + 1) * stride..]);
-                    for col in 0..cw {
-                        self.u[row * cw + col] = avg2(a[4 * col + 1], b[4 * col + 1]);
-                        self.v[row * cw + col] = avg2(a[4 * col + 3], b[4 * col + 3]);
-                    }
-                }
-            }
-            PixelFormat::Rgb24 => {
-                let pixel = |x: usize, y: usize| {
-                    // Bottom-up DIB: image row y is memory row h-1-y.
-                    let p = (h - 1 - y) * stride + 3 * x;
-                    image::rgb_to_yuv(Rgb {
-                        r: frame[p + 2],
-                        g: frame[p + 1],
-                        b: frame[p],
-                    })
-                };
-                for y in 0..h {
-                    for x in 0..w {
-                        self.y[y * w + x] = pixel(x, y).y;
-                    }
-                }
-                for y in 0..h / 2 {
-                    for x in 0..cw {
-                        let q = [
-                            pixel(2 * x, 2 * y),
-                            pixel(2 * x + 1, 2 * y),
-                            pixel(2 * x, 2 * y + 1),
-                            pixel(2 * x + 1, 2 * y + 1),
-                        ];
-                        self.u[y * cw + x] = avg4(q.map(|c| c.u));
-                        self.v[y * cw + x] = avg4(q.map(|c| c.v));
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn avg2(a: u8, b: u8) -> u8 {
-    u8::try_from((u16::from(a) + u16::from(b)).div_ceil(2)).unwrap_or(u8::MAX)
-}
-
-fn avg4(v: [u8; 4]) -> u8 {
-    u8::try_from((v.iter().map(|&x| u16::from(x)).sum::<u16>() + 2) / 4).unwrap_or(u8::MAX)
 }
 
 /// Writes the 4:2:0 frame as an RGB PNG (BT.601 limited range back to RGB).
