@@ -869,6 +869,278 @@ const LETTERS: [[u8; 7]; 26] = [
     [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F], // Z
 ];
 
+/// The implementation of [`synthesize`] as it was before the drawing was
+/// reworked for speed (one `memcpy` per row, per-pixel stores, a division
+/// per pixel of the first line), kept verbatim as the reference the fast
+/// code must match byte for byte. It shares only the unchanged parts:
+/// validation ([`Geom`]), the overlay plan, the font and the colours.
+#[cfg(test)]
+mod reference {
+    use super::{
+        bands, bar_index, glyph, glyph_scale, mean, plan, rgb_to_yuv, to_usize, FrameLayout, Geom,
+        Overlay, PixelFormat, Rect, Rgb, SynthError, TextBox, BARS, BARS_YUV, CELL_WIDTH,
+        GLYPH_WIDTH,
+    };
+
+    /// Synthesises one frame: colour bars plus the overlays of `overlay`, in
+    /// `layout`'s pixel format with rows `stride` bytes apart (RGB24 bottom-up,
+    /// the YUV formats top-down). Row padding is zeroed; bytes of `frame` past
+    /// [`required_len`] are left alone.
+    ///
+    /// Returns the number of bytes written, which is [`required_len`].
+    ///
+    /// # Errors
+    /// As [`required_len`], and [`SynthError::BufferTooSmall`] when `frame` is
+    /// shorter than that. On error nothing has been written.
+    pub(super) fn synthesize(
+        frame: &mut [u8],
+        layout: &FrameLayout,
+        stride: u32,
+        overlay: &Overlay,
+    ) -> Result<usize, SynthError> {
+        let geom = Geom::new(layout, stride)?;
+        let got = frame.len();
+        let too_small = SynthError::BufferTooSmall {
+            needed: geom.len,
+            got,
+        };
+        let bytes = frame.get_mut(..geom.len).ok_or(too_small)?;
+        let (luma, chroma) = bytes.split_at_mut_checked(geom.luma_len).ok_or(too_small)?;
+        let mut canvas = RefCanvas { geom, luma, chroma };
+        canvas.fill_bars();
+        canvas.draw_overlays(overlay);
+        Ok(geom.len)
+    }
+
+    /// The planes of a frame being written.
+    struct RefCanvas<'a> {
+        geom: Geom,
+        /// The first plane (all of a packed frame).
+        luma: &'a mut [u8],
+        /// NV12's interleaved U,V plane (empty for packed formats).
+        chroma: &'a mut [u8],
+    }
+
+    impl RefCanvas<'_> {
+        /// Image row `y` of the first plane (memory row `height - 1 - y` for
+        /// bottom-up RGB24), a whole stride long.
+        fn row(&mut self, y: u32) -> Option<&mut [u8]> {
+            let mem_row = match self.geom.pixel {
+                PixelFormat::Rgb24 => self.geom.height.checked_sub(1)?.checked_sub(y)?,
+                PixelFormat::Yuy2 | PixelFormat::Nv12 => y,
+            };
+            let start = to_usize(mem_row).checked_mul(self.geom.stride)?;
+            let end = start.checked_add(self.geom.stride)?;
+            self.luma.get_mut(start..end)
+        }
+
+        /// Row `cy` of NV12's chroma plane (covering image rows `2cy`, `2cy+1`).
+        fn chroma_row(&mut self, cy: u32) -> Option<&mut [u8]> {
+            let start = to_usize(cy).checked_mul(self.geom.stride)?;
+            let end = start.checked_add(self.geom.stride)?;
+            self.chroma.get_mut(start..end)
+        }
+
+        /// Writes the bars into the first row of each plane, then copies that
+        /// row to every other row of the plane.
+        fn fill_bars(&mut self) {
+            let geom = self.geom;
+            let stride = geom.stride;
+            if stride == 0 {
+                return;
+            }
+            let row_bytes = geom.row_bytes();
+            if let Some((first, rest)) = self.luma.split_at_mut_checked(stride) {
+                if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
+                    write_bar_line(pixels, geom.pixel, geom.width);
+                    padding.fill(0);
+                }
+                for row in rest.chunks_exact_mut(stride) {
+                    row.copy_from_slice(first);
+                }
+            }
+            if let Some((first, rest)) = self.chroma.split_at_mut_checked(stride) {
+                if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
+                    write_chroma_line(pixels, geom.width);
+                    padding.fill(0);
+                }
+                for row in rest.chunks_exact_mut(stride) {
+                    row.copy_from_slice(first);
+                }
+            }
+        }
+
+        /// Fills `r` (already clipped; even-aligned for the YUV formats) with a
+        /// solid colour, chroma included.
+        fn fill_rect(&mut self, r: Rect, c: Rgb) {
+            if r.is_empty() {
+                return;
+            }
+            let yuv = rgb_to_yuv(c);
+            let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
+            match self.geom.pixel {
+                PixelFormat::Rgb24 => {
+                    for y in r.y0..r.y1 {
+                        let span = self.row(y).and_then(|row| {
+                            row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3))
+                        });
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
+                            px.copy_from_slice(&[c.b, c.g, c.r]);
+                        }
+                    }
+                }
+                PixelFormat::Yuy2 => {
+                    let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
+                    for y in r.y0..r.y1 {
+                        let span = self.row(y).and_then(|row| {
+                            row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2))
+                        });
+                        for pair in span.into_iter().flat_map(|s| s.chunks_exact_mut(4)) {
+                            pair.copy_from_slice(&[yuv.y, yuv.u, yuv.y, yuv.v]);
+                        }
+                    }
+                }
+                PixelFormat::Nv12 => {
+                    for y in r.y0..r.y1 {
+                        if let Some(span) = self.row(y).and_then(|row| row.get_mut(x0..x1)) {
+                            span.fill(yuv.y);
+                        }
+                    }
+                    let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
+                    for cy in r.y0 / 2..r.y1.div_ceil(2) {
+                        let span = self.chroma_row(cy).and_then(|row| row.get_mut(x0..x1));
+                        for uv in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
+                            uv.copy_from_slice(&[yuv.u, yuv.v]);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Sets the pixels of `r` (already clipped) to text colour `c`: all of
+        /// B,G,R for RGB24, luma only for the YUV formats.
+        fn ink_rect(&mut self, r: Rect, c: Rgb) {
+            if r.is_empty() {
+                return;
+            }
+            let luma = rgb_to_yuv(c).y;
+            let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
+            for y in r.y0..r.y1 {
+                let pixel = self.geom.pixel;
+                let Some(row) = self.row(y) else { continue };
+                match pixel {
+                    PixelFormat::Rgb24 => {
+                        let span = row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3));
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
+                            px.copy_from_slice(&[c.b, c.g, c.r]);
+                        }
+                    }
+                    PixelFormat::Yuy2 => {
+                        let span = row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2));
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
+                            if let Some(y_byte) = px.first_mut() {
+                                *y_byte = luma;
+                            }
+                        }
+                    }
+                    PixelFormat::Nv12 => {
+                        if let Some(span) = row.get_mut(x0..x1) {
+                            span.fill(luma);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Draws `text` with its top-left cell corner at (`x`, `y`), font
+        /// pixels `s` × `s`, clipped to `clip`.
+        fn draw_text(&mut self, text: &[u8], x: u32, y: u32, s: u32, clip: Rect, c: Rgb) {
+            let advance = CELL_WIDTH.saturating_mul(s);
+            for (&ch, i) in text.iter().zip(0u32..) {
+                let cell_x = x.saturating_add(i.saturating_mul(advance));
+                if cell_x >= clip.x1 {
+                    break;
+                }
+                for (&bits, row) in glyph(ch).iter().zip(0u32..) {
+                    let py = y.saturating_add(row.saturating_mul(s));
+                    for col in 0..GLYPH_WIDTH {
+                        if bits & (0x10 >> col) != 0 {
+                            let px = cell_x.saturating_add(col.saturating_mul(s));
+                            self.ink_rect(Rect::new(px, py, s, s).intersect(clip), c);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Draws one overlay box clipped to `band`.
+        fn draw_box(&mut self, b: &TextBox, band: Rect, s: u32) {
+            let clip = b.rect.intersect(band);
+            if clip.is_empty() {
+                return;
+            }
+            self.fill_rect(clip, b.fill);
+            let pad = s.saturating_mul(2);
+            self.draw_text(
+                b.text.as_bytes(),
+                b.rect.x0.saturating_add(pad),
+                b.rect.y0.saturating_add(pad),
+                s,
+                clip,
+                b.ink,
+            );
+        }
+
+        /// Draws every overlay of `overlay`.
+        fn draw_overlays(&mut self, overlay: &Overlay) {
+            let (width, height) = (self.geom.width, self.geom.height);
+            let (top, bottom) = bands(width, height);
+            for (b, band) in plan(width, height, overlay)
+                .iter()
+                .zip([top, top, top, bottom])
+            {
+                self.draw_box(b, band, glyph_scale(height));
+            }
+        }
+    }
+
+    /// Writes one line of bars as the first plane's pixels: B,G,R for RGB24,
+    /// Y0 U Y1 V for YUY2 (chroma of a pair is the mean of its two pixels), Y
+    /// for NV12.
+    fn write_bar_line(pixels: &mut [u8], pixel: PixelFormat, width: u32) {
+        match pixel {
+            PixelFormat::Rgb24 => {
+                for (px, x) in pixels.chunks_exact_mut(3).zip(0u32..) {
+                    let c = BARS[bar_index(x, width)];
+                    px.copy_from_slice(&[c.b, c.g, c.r]);
+                }
+            }
+            PixelFormat::Yuy2 => {
+                for (pair, x) in pixels.chunks_exact_mut(4).zip((0u32..).step_by(2)) {
+                    let a = BARS_YUV[bar_index(x, width)];
+                    let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
+                    pair.copy_from_slice(&[a.y, mean(a.u, b.u), b.y, mean(a.v, b.v)]);
+                }
+            }
+            PixelFormat::Nv12 => {
+                for (y, x) in pixels.iter_mut().zip(0u32..) {
+                    *y = BARS_YUV[bar_index(x, width)].y;
+                }
+            }
+        }
+    }
+
+    /// Writes one line of NV12's U,V plane for the bars (each pair the mean of
+    /// its two columns; the bars are vertical, so both rows of a block agree).
+    fn write_chroma_line(pixels: &mut [u8], width: u32) {
+        for (uv, x) in pixels.chunks_exact_mut(2).zip((0u32..).step_by(2)) {
+            let a = BARS_YUV[bar_index(x, width)];
+            let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
+            uv.copy_from_slice(&[mean(a.u, b.u), mean(a.v, b.v)]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate alloc;
@@ -1448,6 +1720,115 @@ mod tests {
         assert_eq!(all.len(), 36);
     }
 
+    /// Synthesises `l` at `stride` with both the fast code and
+    /// [`reference`] into buffers of the same (non-zero, position-dependent)
+    /// garbage with `tail` bytes past the frame, and asserts they agree on
+    /// every byte, the tail included.
+    fn assert_matches_reference(l: &FrameLayout, stride: u32, o: &Overlay, tail: usize) {
+        let needed = required_len(l, stride).unwrap();
+        let garbage: Vec<u8> = (0..needed + tail)
+            .map(|i| u8::try_from(i % 251).unwrap() | 1)
+            .collect();
+        let mut fast = garbage.clone();
+        let mut slow = garbage;
+        assert_eq!(synthesize(&mut fast, l, stride, o), Ok(needed));
+        assert_eq!(reference::synthesize(&mut slow, l, stride, o), Ok(needed));
+        if let Some(i) = fast.iter().zip(&slow).position(|(a, b)| a != b) {
+            let (row, col) = (i / idx(stride), i % idx(stride));
+            panic!(
+                "{:?} {}x{} stride {stride} {o:?}: byte {i} (row {row}, column {col}) is {} but the reference wrote {}",
+                l.pixel, l.width, l.height, fast[i], slow[i]
+            );
+        }
+    }
+
+    fn extreme_overlays() -> [Overlay; 4] {
+        [
+            overlay(123),
+            Overlay {
+                stream_time_100ns: i64::MIN,
+                frame_number: u64::MAX,
+                dropped: u64::MAX,
+                path: DeliveryPath::Copied,
+            },
+            Overlay {
+                stream_time_100ns: i64::MAX,
+                frame_number: 0,
+                dropped: 0,
+                path: DeliveryPath::ZeroCopy,
+            },
+            Overlay {
+                stream_time_100ns: 1,
+                frame_number: 1_000_000_007,
+                dropped: 88_888,
+                path: DeliveryPath::Copied,
+            },
+        ]
+    }
+
+    #[test]
+    fn matches_the_reference_on_many_sizes_strides_and_overlays() {
+        let widths = [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 16, 18, 22, 30, 62, 64, 66, 98, 126, 130, 158, 238,
+            240, 242, 318, 320, 322, 642,
+        ];
+        let heights = [
+            1, 2, 3, 4, 5, 6, 8, 16, 30, 62, 240, 241, 478, 480, 482, 722,
+        ];
+        let overlays = extreme_overlays();
+        let mut checked = 0;
+        for pixel in PixelFormat::ALL {
+            for (&w, wi) in widths.iter().zip(0usize..) {
+                for (&h, hi) in heights.iter().zip(0usize..) {
+                    let Ok(l) = FrameLayout::new(pixel, w, h) else {
+                        continue;
+                    };
+                    // Every combination at the packed stride and a padded
+                    // one; the odd extra strides and the other overlays
+                    // on a rotating subset.
+                    let o = &overlays[(wi + hi) % overlays.len()];
+                    assert_matches_reference(&l, l.stride, &overlay(7), 0);
+                    assert_matches_reference(&l, l.stride + 4, o, 3);
+                    let odd = [1, 3, 72, 130][(wi * 3 + hi) % 4];
+                    assert_matches_reference(&l, l.stride + odd, o, 1);
+                    checked += 3;
+                }
+            }
+        }
+        assert!(checked > 800, "{checked}");
+        // Scales 2..=9 on narrow frames (boxes clipped at the right edge)
+        // and wide, short ones (boxes clipped by the bands).
+        for (w, h) in [
+            (64, 960),
+            (40, 1200),
+            (10, 2160),
+            (3000, 2),
+            (2000, 6),
+            (1282, 18),
+        ] {
+            for pixel in PixelFormat::ALL {
+                for o in &overlays {
+                    if let Ok(l) = FrameLayout::new(pixel, w, h) {
+                        assert_matches_reference(&l, l.stride, o, 2);
+                        assert_matches_reference(&l, l.stride + 12, o, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_at_the_offered_sizes() {
+        for (i, &(w, h)) in FRAME_SIZES.iter().enumerate() {
+            for pixel in PixelFormat::ALL {
+                let l = layout(pixel, w, h);
+                let o = &extreme_overlays()[i % 4];
+                assert_matches_reference(&l, l.stride, o, 0);
+                assert_matches_reference(&l, l.stride + 64, &overlay(1), 5);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_frames_never_panic_or_overrun(
@@ -1480,6 +1861,23 @@ mod tests {
                     prop_assert!(buf.iter().all(|&b| b == 0x77));
                 }
             }
+        }
+
+        #[test]
+        fn arbitrary_frames_match_the_reference(
+            p in 0usize..3,
+            w in 1u32..700,
+            h in 1u32..700,
+            extra_stride in 0u32..40,
+            t in proptest::num::i64::ANY,
+            n in proptest::num::u64::ANY,
+            d in proptest::num::u64::ANY,
+            copied in proptest::bool::ANY,
+        ) {
+            let Ok(l) = FrameLayout::new(PixelFormat::ALL[p], w, h) else { return Ok(()) };
+            let path = if copied { DeliveryPath::Copied } else { DeliveryPath::ZeroCopy };
+            let o = Overlay { stream_time_100ns: t, frame_number: n, dropped: d, path };
+            assert_matches_reference(&l, l.stride + extra_stride, &o, 7);
         }
 
         #[test]
