@@ -4,10 +4,18 @@
 //! pin's pixel formats.
 //!
 //! # Cost
-//! Nothing here allocates. The bars are vertical, so one line is built in
-//! the first row of each plane and copied to every other row (one `memcpy`
-//! per row); the overlays then touch only their own pixels. The work is
-//! proportional to the bytes of the frame.
+//! Nothing here allocates, and nothing costs more than a few instructions
+//! a pixel except copies and fills of runs of bytes. The bars are vertical,
+//! so one line is built in the first row of each plane (one run of a
+//! repeated pixel per bar) and copied to every other row: first by
+//! doubling (row 0 to row 1, rows 0..2 to 2..4, ...) until the block at the
+//! start of the plane holds 64 KiB, then that block to the rest of the
+//! plane. The copies are large enough for the C library's string-copy path
+//! and read a block that stays in cache, so a frame costs about what
+//! filling its bytes with one value costs. Each overlay box is built a row
+//! at a time, once per distinct row (margin, each font row), and that row
+//! copied to the rows repeating it; the overlays touch only their own
+//! pixels. The work is proportional to the bytes of the frame.
 //!
 //! # Layout of the picture
 //! All overlay positions scale with the frame through an integer glyph
@@ -33,6 +41,8 @@
 //! plane starts at `stride * height`, and the padding at the end of every
 //! row is written with zeros (so no stale bytes of an earlier frame leak
 //! through it). Nothing past [`required_len`] is ever written.
+
+use core::ops::Range;
 
 use super::status::{NtStatus, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_PARAMETER};
 use super::video_format::{FrameLayout, PixelFormat};
@@ -528,27 +538,37 @@ struct Canvas<'a> {
 }
 
 impl Canvas<'_> {
-    /// Image row `y` of the first plane (memory row `height - 1 - y` for
-    /// bottom-up RGB24), a whole stride long.
-    fn row(&mut self, y: u32) -> Option<&mut [u8]> {
+    /// Offset in the first plane of image row `y` (memory row
+    /// `height - 1 - y` for bottom-up RGB24), when a whole stride of it
+    /// lies in the plane.
+    fn row_start(&self, y: u32) -> Option<usize> {
         let mem_row = match self.geom.pixel {
             PixelFormat::Rgb24 => self.geom.height.checked_sub(1)?.checked_sub(y)?,
             PixelFormat::Yuy2 | PixelFormat::Nv12 => y,
         };
         let start = to_usize(mem_row).checked_mul(self.geom.stride)?;
         let end = start.checked_add(self.geom.stride)?;
-        self.luma.get_mut(start..end)
+        (end <= self.luma.len()).then_some(start)
     }
 
-    /// Row `cy` of NV12's chroma plane (covering image rows `2cy`, `2cy+1`).
-    fn chroma_row(&mut self, cy: u32) -> Option<&mut [u8]> {
+    /// Image row `y` of the first plane, a whole stride long.
+    fn row(&mut self, y: u32) -> Option<&mut [u8]> {
+        let start = self.row_start(y)?;
+        self.luma
+            .get_mut(start..start.checked_add(self.geom.stride)?)
+    }
+
+    /// Offset of row `cy` of NV12's chroma plane (covering image rows
+    /// `2cy`, `2cy+1`), when a whole stride of it lies in the plane.
+    fn chroma_row_start(&self, cy: u32) -> Option<usize> {
         let start = to_usize(cy).checked_mul(self.geom.stride)?;
         let end = start.checked_add(self.geom.stride)?;
-        self.chroma.get_mut(start..end)
+        (end <= self.chroma.len()).then_some(start)
     }
 
-    /// Writes the bars into the first row of each plane, then copies that
-    /// row to every other row of the plane.
+    /// Writes the bars (and zero padding) into the first row of each
+    /// plane, then copies that row to every other row of the plane
+    /// ([`replicate_first_row`]).
     fn fill_bars(&mut self) {
         let geom = self.geom;
         let stride = geom.stride;
@@ -556,145 +576,134 @@ impl Canvas<'_> {
             return;
         }
         let row_bytes = geom.row_bytes();
-        if let Some((first, rest)) = self.luma.split_at_mut_checked(stride) {
+        if let Some(first) = self.luma.get_mut(..stride) {
             if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
                 write_bar_line(pixels, geom.pixel, geom.width);
                 padding.fill(0);
             }
-            for row in rest.chunks_exact_mut(stride) {
-                row.copy_from_slice(first);
-            }
+            replicate_first_row(self.luma, stride);
         }
-        if let Some((first, rest)) = self.chroma.split_at_mut_checked(stride) {
+        if let Some(first) = self.chroma.get_mut(..stride) {
             if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
                 write_chroma_line(pixels, geom.width);
                 padding.fill(0);
             }
-            for row in rest.chunks_exact_mut(stride) {
-                row.copy_from_slice(first);
-            }
+            replicate_first_row(self.chroma, stride);
         }
     }
 
-    /// Fills `r` (already clipped; even-aligned for the YUV formats) with a
-    /// solid colour, chroma included.
-    fn fill_rect(&mut self, r: Rect, c: Rgb) {
-        if r.is_empty() {
-            return;
-        }
-        let yuv = rgb_to_yuv(c);
-        let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
+    /// The bytes of a first-plane row that filling columns `x0..x1` of a
+    /// box writes: whole YUY2 pixel pairs, three bytes a pixel for RGB24.
+    fn box_span(&self, x0: usize, x1: usize) -> Range<usize> {
         match self.geom.pixel {
-            PixelFormat::Rgb24 => {
-                for y in r.y0..r.y1 {
-                    let span = self
-                        .row(y)
-                        .and_then(|row| row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3)));
-                    for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
-                        px.copy_from_slice(&[c.b, c.g, c.r]);
-                    }
-                }
-            }
+            PixelFormat::Rgb24 => x0.saturating_mul(3)..x1.saturating_mul(3),
             PixelFormat::Yuy2 => {
-                let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
-                for y in r.y0..r.y1 {
-                    let span = self
-                        .row(y)
-                        .and_then(|row| row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2)));
-                    for pair in span.into_iter().flat_map(|s| s.chunks_exact_mut(4)) {
-                        pair.copy_from_slice(&[yuv.y, yuv.u, yuv.y, yuv.v]);
-                    }
-                }
+                (x0 & !1).saturating_mul(2)..(x1.saturating_add(1) & !1).saturating_mul(2)
             }
-            PixelFormat::Nv12 => {
-                for y in r.y0..r.y1 {
-                    if let Some(span) = self.row(y).and_then(|row| row.get_mut(x0..x1)) {
-                        span.fill(yuv.y);
-                    }
-                }
-                let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
-                for cy in r.y0 / 2..r.y1.div_ceil(2) {
-                    let span = self.chroma_row(cy).and_then(|row| row.get_mut(x0..x1));
-                    for uv in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
-                        uv.copy_from_slice(&[yuv.u, yuv.v]);
-                    }
-                }
-            }
+            PixelFormat::Nv12 => x0..x1,
         }
     }
 
-    /// Sets the pixels of `r` (already clipped) to text colour `c`: all of
-    /// B,G,R for RGB24, luma only for the YUV formats.
-    fn ink_rect(&mut self, r: Rect, c: Rgb) {
-        if r.is_empty() {
-            return;
-        }
-        let luma = rgb_to_yuv(c).y;
-        let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
-        for y in r.y0..r.y1 {
-            let pixel = self.geom.pixel;
-            let Some(row) = self.row(y) else { continue };
-            match pixel {
-                PixelFormat::Rgb24 => {
-                    let span = row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3));
-                    for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
-                        px.copy_from_slice(&[c.b, c.g, c.r]);
-                    }
-                }
-                PixelFormat::Yuy2 => {
-                    let span = row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2));
-                    for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
-                        if let Some(y_byte) = px.first_mut() {
-                            *y_byte = luma;
-                        }
-                    }
-                }
-                PixelFormat::Nv12 => {
-                    if let Some(span) = row.get_mut(x0..x1) {
-                        span.fill(luma);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Draws `text` with its top-left cell corner at (`x`, `y`), font
-    /// pixels `s` × `s`, clipped to `clip`.
-    fn draw_text(&mut self, text: &[u8], x: u32, y: u32, s: u32, clip: Rect, c: Rgb) {
-        let advance = CELL_WIDTH.saturating_mul(s);
-        for (&ch, i) in text.iter().zip(0u32..) {
-            let cell_x = x.saturating_add(i.saturating_mul(advance));
-            if cell_x >= clip.x1 {
-                break;
-            }
-            for (&bits, row) in glyph(ch).iter().zip(0u32..) {
-                let py = y.saturating_add(row.saturating_mul(s));
-                for col in 0..GLYPH_WIDTH {
-                    if bits & (0x10 >> col) != 0 {
-                        let px = cell_x.saturating_add(col.saturating_mul(s));
-                        self.ink_rect(Rect::new(px, py, s, s).intersect(clip), c);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Draws one overlay box clipped to `band`.
+    /// Draws one overlay box clipped to `band`: the box filled with its
+    /// colour (chroma included), and its text on top (luma only in the YUV
+    /// formats). Each row is built once per distinct content (the margin
+    /// rows, then each of the seven font rows) and copied to the next rows
+    /// that share it.
     fn draw_box(&mut self, b: &TextBox, band: Rect, s: u32) {
         let clip = b.rect.intersect(band);
         if clip.is_empty() {
             return;
         }
-        self.fill_rect(clip, b.fill);
         let pad = s.saturating_mul(2);
-        self.draw_text(
-            b.text.as_bytes(),
-            b.rect.x0.saturating_add(pad),
-            b.rect.y0.saturating_add(pad),
-            s,
-            clip,
-            b.ink,
-        );
+        let text_y = b.rect.y0.saturating_add(pad);
+        let (x0, x1) = (to_usize(clip.x0), to_usize(clip.x1));
+        let span = self.box_span(x0, x1);
+        let stride = self.geom.stride;
+        // The image row last built or copied, and its font row.
+        let mut last: Option<(usize, Option<u32>)> = None;
+        for y in clip.y0..clip.y1 {
+            let font_row = y
+                .checked_sub(text_y)
+                .map(|dy| dy / s)
+                .filter(|&r| r < GLYPH_HEIGHT);
+            let Some(start) = self.row_start(y) else {
+                continue;
+            };
+            match last {
+                Some((from, r)) if r == font_row && span.end <= stride => {
+                    self.luma
+                        .copy_within(from + span.start..from + span.end, start + span.start);
+                }
+                _ => self.build_box_row(y, b, clip, font_row, s),
+            }
+            last = Some((start, font_row));
+        }
+        if self.geom.pixel == PixelFormat::Nv12 {
+            let yuv = rgb_to_yuv(b.fill);
+            let span = (x0 & !1)..(x1.saturating_add(1) & !1);
+            let mut first: Option<usize> = None;
+            for cy in clip.y0 / 2..clip.y1.div_ceil(2) {
+                let Some(start) = self.chroma_row_start(cy) else {
+                    continue;
+                };
+                match first {
+                    Some(from) if span.end <= stride => {
+                        self.chroma
+                            .copy_within(from + span.start..from + span.end, start + span.start);
+                    }
+                    _ => {
+                        if let Some(uv) = self
+                            .chroma
+                            .get_mut(start..start + stride)
+                            .and_then(|row| row.get_mut(span.clone()))
+                        {
+                            fill_pattern(uv, &[yuv.u, yuv.v]);
+                        }
+                        first = Some(start);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes image row `y` of box `text_box` (clipped to `clip`): the
+    /// fill colour, then the lit pixels of font row `font_row` of its text.
+    fn build_box_row(
+        &mut self,
+        y: u32,
+        text_box: &TextBox,
+        clip: Rect,
+        font_row: Option<u32>,
+        scale: u32,
+    ) {
+        let pixel = self.geom.pixel;
+        let span = self.box_span(to_usize(clip.x0), to_usize(clip.x1));
+        let Some(row) = self.row(y) else { return };
+        if let Some(bytes) = row.get_mut(span) {
+            let fill = text_box.fill;
+            let yuv = rgb_to_yuv(fill);
+            match pixel {
+                PixelFormat::Rgb24 => fill_pattern(bytes, &[fill.b, fill.g, fill.r]),
+                PixelFormat::Yuy2 => fill_pattern(bytes, &[yuv.y, yuv.u, yuv.y, yuv.v]),
+                PixelFormat::Nv12 => bytes.fill(yuv.y),
+            }
+        }
+        let Some(font_row) = font_row else { return };
+        let text_x = text_box.rect.x0.saturating_add(scale.saturating_mul(2));
+        let advance = CELL_WIDTH.saturating_mul(scale);
+        for (&ch, i) in text_box.text.as_bytes().iter().zip(0u32..) {
+            let cell_x = text_x.saturating_add(i.saturating_mul(advance));
+            if cell_x >= clip.x1 {
+                break;
+            }
+            let bits = glyph(ch).get(to_usize(font_row)).copied().unwrap_or(0);
+            for col in (0..GLYPH_WIDTH).filter(|col| bits & (0x10 >> col) != 0) {
+                let left = cell_x.saturating_add(col.saturating_mul(scale));
+                let right = left.saturating_add(scale);
+                let xs = to_usize(left.max(clip.x0))..to_usize(right.min(clip.x1));
+                ink_pixels(row, pixel, xs, text_box.ink);
+            }
+        }
     }
 
     /// Draws every overlay of `overlay`.
@@ -706,6 +715,35 @@ impl Canvas<'_> {
             .zip([top, top, top, bottom])
         {
             self.draw_box(b, band, glyph_scale(height));
+        }
+    }
+}
+
+/// Sets pixels `xs` of a first-plane row to text colour `ink`: all of
+/// B,G,R for RGB24, luma only for the YUV formats.
+fn ink_pixels(row: &mut [u8], pixel: PixelFormat, xs: Range<usize>, ink: Rgb) {
+    if xs.is_empty() {
+        return;
+    }
+    let luma = rgb_to_yuv(ink).y;
+    match pixel {
+        PixelFormat::Rgb24 => {
+            if let Some(bytes) = row.get_mut(xs.start.saturating_mul(3)..xs.end.saturating_mul(3)) {
+                fill_pattern(bytes, &[ink.b, ink.g, ink.r]);
+            }
+        }
+        PixelFormat::Yuy2 => {
+            let bytes = row.get_mut(xs.start.saturating_mul(2)..xs.end.saturating_mul(2));
+            for px in bytes.into_iter().flat_map(|b| b.chunks_exact_mut(2)) {
+                if let Some(y_byte) = px.first_mut() {
+                    *y_byte = luma;
+                }
+            }
+        }
+        PixelFormat::Nv12 => {
+            if let Some(bytes) = row.get_mut(xs) {
+                bytes.fill(luma);
+            }
         }
     }
 }
@@ -765,27 +803,87 @@ fn plan(width: u32, height: u32, overlay: &Overlay) -> [TextBox; 4] {
     [frame_box, drop_box, marker_box, clock_box]
 }
 
+/// Rows of a plane are copied from a block of at least this many bytes at
+/// its start (whole rows, built by doubling the first row), so each copy is
+/// large enough for the C library's string-instruction path and its source
+/// stays in the L1/L2 cache.
+const REPLICATE_BLOCK: usize = 64 * 1024;
+
+/// Copies the first `stride` bytes of `plane` to every other whole
+/// `stride`-byte row of it: rows `0..1` to `1..2`, `0..2` to `2..4`, ...
+/// until the block at the start holds [`REPLICATE_BLOCK`] bytes, then that
+/// block to the rest of the plane, a block at a time.
+fn replicate_first_row(plane: &mut [u8], stride: usize) {
+    if stride == 0 {
+        return;
+    }
+    let total = plane.len() - plane.len() % stride;
+    let Some(plane) = plane.get_mut(..total) else {
+        return;
+    };
+    let mut filled = stride.min(total);
+    while filled < total && filled < REPLICATE_BLOCK {
+        let n = filled.min(total - filled);
+        plane.copy_within(..n, filled);
+        filled += n;
+    }
+    let (block, rest) = plane.split_at_mut(filled);
+    for chunk in rest.chunks_mut(filled) {
+        if let Some(src) = block.get(..chunk.len()) {
+            chunk.copy_from_slice(src);
+        }
+    }
+}
+
+/// Fills `dst` with repeats of `pattern` (the last one cut short if
+/// `dst` is not a whole number of them): one copy, then doubling copies.
+fn fill_pattern(dst: &mut [u8], pattern: &[u8]) {
+    let n = pattern.len().min(dst.len());
+    if n == 0 {
+        return;
+    }
+    if let (Some(head), Some(src)) = (dst.get_mut(..n), pattern.get(..n)) {
+        head.copy_from_slice(src);
+    }
+    let mut filled = n;
+    while filled < dst.len() {
+        let m = filled.min(dst.len() - filled);
+        dst.copy_within(..m, filled);
+        filled += m;
+    }
+}
+
+/// The first column of bar `k` in a `width`-pixel line, for `k` in
+/// `0..=8` (`8` gives `width`): `ceil(k * width / 8)`, the least `x` with
+/// `x * 8 / width >= k` (so bar `k` spans `bar_start(k)..bar_start(k + 1)`,
+/// as [`bar_index`] has it).
+fn bar_start(k: usize, width: u32) -> usize {
+    let k = u64::try_from(k).unwrap_or(u64::MAX).min(8);
+    usize::try_from((k * u64::from(width)).div_ceil(8)).unwrap_or(usize::MAX)
+}
+
 /// Writes one line of bars as the first plane's pixels: B,G,R for RGB24,
 /// Y0 U Y1 V for YUY2 (chroma of a pair is the mean of its two pixels), Y
-/// for NV12.
+/// for NV12. Each bar is one run of a repeated pixel (or pair).
 fn write_bar_line(pixels: &mut [u8], pixel: PixelFormat, width: u32) {
     match pixel {
         PixelFormat::Rgb24 => {
-            for (px, x) in pixels.chunks_exact_mut(3).zip(0u32..) {
-                let c = BARS[bar_index(x, width)];
-                px.copy_from_slice(&[c.b, c.g, c.r]);
+            for (k, c) in BARS.iter().enumerate() {
+                let run = bar_start(k, width).saturating_mul(3)
+                    ..bar_start(k + 1, width).saturating_mul(3);
+                if let Some(run) = pixels.get_mut(run) {
+                    fill_pattern(run, &[c.b, c.g, c.r]);
+                }
             }
         }
-        PixelFormat::Yuy2 => {
-            for (pair, x) in pixels.chunks_exact_mut(4).zip((0u32..).step_by(2)) {
-                let a = BARS_YUV[bar_index(x, width)];
-                let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
-                pair.copy_from_slice(&[a.y, mean(a.u, b.u), b.y, mean(a.v, b.v)]);
-            }
-        }
+        PixelFormat::Yuy2 => write_pair_line(pixels, width, |a, b| {
+            [a.y, mean(a.u, b.u), b.y, mean(a.v, b.v)]
+        }),
         PixelFormat::Nv12 => {
-            for (y, x) in pixels.iter_mut().zip(0u32..) {
-                *y = BARS_YUV[bar_index(x, width)].y;
+            for (k, c) in BARS_YUV.iter().enumerate() {
+                if let Some(run) = pixels.get_mut(bar_start(k, width)..bar_start(k + 1, width)) {
+                    run.fill(c.y);
+                }
             }
         }
     }
@@ -794,10 +892,34 @@ fn write_bar_line(pixels: &mut [u8], pixel: PixelFormat, width: u32) {
 /// Writes one line of NV12's U,V plane for the bars (each pair the mean of
 /// its two columns; the bars are vertical, so both rows of a block agree).
 fn write_chroma_line(pixels: &mut [u8], width: u32) {
-    for (uv, x) in pixels.chunks_exact_mut(2).zip((0u32..).step_by(2)) {
-        let a = BARS_YUV[bar_index(x, width)];
-        let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
-        uv.copy_from_slice(&[mean(a.u, b.u), mean(a.v, b.v)]);
+    write_pair_line(pixels, width, |a, b| [mean(a.u, b.u), mean(a.v, b.v)]);
+}
+
+/// Writes a line of `N`-byte units, unit `p` covering columns `2p` and
+/// `2p + 1` and holding `unit(bar colour of 2p, bar colour of 2p + 1)`: a
+/// run of repeats for the pairs inside one bar, a single unit for a pair
+/// astride two bars.
+fn write_pair_line<const N: usize>(
+    pixels: &mut [u8],
+    width: u32,
+    unit: impl Fn(Yuv, Yuv) -> [u8; N],
+) {
+    let pairs = pixels.len() / N;
+    let mut p = 0;
+    while p < pairs {
+        let x = u32::try_from(p).unwrap_or(u32::MAX).saturating_mul(2);
+        let a = bar_index(x, width);
+        let b = bar_index(x.saturating_add(1), width);
+        // Pair q lies inside bar a while 2q + 1 < bar_start(a + 1).
+        let end = if a == b {
+            (bar_start(a + 1, width) / 2).clamp(p + 1, pairs)
+        } else {
+            p + 1
+        };
+        if let Some(run) = pixels.get_mut(p.saturating_mul(N)..end.saturating_mul(N)) {
+            fill_pattern(run, &unit(BARS_YUV[a], BARS_YUV[b]));
+        }
+        p = end;
     }
 }
 
@@ -868,6 +990,278 @@ const LETTERS: [[u8; 7]; 26] = [
     [0x11, 0x11, 0x0A, 0x04, 0x04, 0x04, 0x04], // Y
     [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F], // Z
 ];
+
+/// The implementation of [`synthesize`] as it was before the drawing was
+/// reworked for speed (one `memcpy` per row, per-pixel stores, a division
+/// per pixel of the first line), kept verbatim as the reference the fast
+/// code must match byte for byte. It shares only the unchanged parts:
+/// validation ([`Geom`]), the overlay plan, the font and the colours.
+#[cfg(test)]
+mod reference {
+    use super::{
+        bands, bar_index, glyph, glyph_scale, mean, plan, rgb_to_yuv, to_usize, FrameLayout, Geom,
+        Overlay, PixelFormat, Rect, Rgb, SynthError, TextBox, BARS, BARS_YUV, CELL_WIDTH,
+        GLYPH_WIDTH,
+    };
+
+    /// Synthesises one frame: colour bars plus the overlays of `overlay`, in
+    /// `layout`'s pixel format with rows `stride` bytes apart (RGB24 bottom-up,
+    /// the YUV formats top-down). Row padding is zeroed; bytes of `frame` past
+    /// [`required_len`] are left alone.
+    ///
+    /// Returns the number of bytes written, which is [`required_len`].
+    ///
+    /// # Errors
+    /// As [`required_len`], and [`SynthError::BufferTooSmall`] when `frame` is
+    /// shorter than that. On error nothing has been written.
+    pub(super) fn synthesize(
+        frame: &mut [u8],
+        layout: &FrameLayout,
+        stride: u32,
+        overlay: &Overlay,
+    ) -> Result<usize, SynthError> {
+        let geom = Geom::new(layout, stride)?;
+        let got = frame.len();
+        let too_small = SynthError::BufferTooSmall {
+            needed: geom.len,
+            got,
+        };
+        let bytes = frame.get_mut(..geom.len).ok_or(too_small)?;
+        let (luma, chroma) = bytes.split_at_mut_checked(geom.luma_len).ok_or(too_small)?;
+        let mut canvas = RefCanvas { geom, luma, chroma };
+        canvas.fill_bars();
+        canvas.draw_overlays(overlay);
+        Ok(geom.len)
+    }
+
+    /// The planes of a frame being written.
+    struct RefCanvas<'a> {
+        geom: Geom,
+        /// The first plane (all of a packed frame).
+        luma: &'a mut [u8],
+        /// NV12's interleaved U,V plane (empty for packed formats).
+        chroma: &'a mut [u8],
+    }
+
+    impl RefCanvas<'_> {
+        /// Image row `y` of the first plane (memory row `height - 1 - y` for
+        /// bottom-up RGB24), a whole stride long.
+        fn row(&mut self, y: u32) -> Option<&mut [u8]> {
+            let mem_row = match self.geom.pixel {
+                PixelFormat::Rgb24 => self.geom.height.checked_sub(1)?.checked_sub(y)?,
+                PixelFormat::Yuy2 | PixelFormat::Nv12 => y,
+            };
+            let start = to_usize(mem_row).checked_mul(self.geom.stride)?;
+            let end = start.checked_add(self.geom.stride)?;
+            self.luma.get_mut(start..end)
+        }
+
+        /// Row `cy` of NV12's chroma plane (covering image rows `2cy`, `2cy+1`).
+        fn chroma_row(&mut self, cy: u32) -> Option<&mut [u8]> {
+            let start = to_usize(cy).checked_mul(self.geom.stride)?;
+            let end = start.checked_add(self.geom.stride)?;
+            self.chroma.get_mut(start..end)
+        }
+
+        /// Writes the bars into the first row of each plane, then copies that
+        /// row to every other row of the plane.
+        fn fill_bars(&mut self) {
+            let geom = self.geom;
+            let stride = geom.stride;
+            if stride == 0 {
+                return;
+            }
+            let row_bytes = geom.row_bytes();
+            if let Some((first, rest)) = self.luma.split_at_mut_checked(stride) {
+                if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
+                    write_bar_line(pixels, geom.pixel, geom.width);
+                    padding.fill(0);
+                }
+                for row in rest.chunks_exact_mut(stride) {
+                    row.copy_from_slice(first);
+                }
+            }
+            if let Some((first, rest)) = self.chroma.split_at_mut_checked(stride) {
+                if let Some((pixels, padding)) = first.split_at_mut_checked(row_bytes) {
+                    write_chroma_line(pixels, geom.width);
+                    padding.fill(0);
+                }
+                for row in rest.chunks_exact_mut(stride) {
+                    row.copy_from_slice(first);
+                }
+            }
+        }
+
+        /// Fills `r` (already clipped; even-aligned for the YUV formats) with a
+        /// solid colour, chroma included.
+        fn fill_rect(&mut self, r: Rect, c: Rgb) {
+            if r.is_empty() {
+                return;
+            }
+            let yuv = rgb_to_yuv(c);
+            let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
+            match self.geom.pixel {
+                PixelFormat::Rgb24 => {
+                    for y in r.y0..r.y1 {
+                        let span = self.row(y).and_then(|row| {
+                            row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3))
+                        });
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
+                            px.copy_from_slice(&[c.b, c.g, c.r]);
+                        }
+                    }
+                }
+                PixelFormat::Yuy2 => {
+                    let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
+                    for y in r.y0..r.y1 {
+                        let span = self.row(y).and_then(|row| {
+                            row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2))
+                        });
+                        for pair in span.into_iter().flat_map(|s| s.chunks_exact_mut(4)) {
+                            pair.copy_from_slice(&[yuv.y, yuv.u, yuv.y, yuv.v]);
+                        }
+                    }
+                }
+                PixelFormat::Nv12 => {
+                    for y in r.y0..r.y1 {
+                        if let Some(span) = self.row(y).and_then(|row| row.get_mut(x0..x1)) {
+                            span.fill(yuv.y);
+                        }
+                    }
+                    let (x0, x1) = (x0 & !1, x1.saturating_add(1) & !1);
+                    for cy in r.y0 / 2..r.y1.div_ceil(2) {
+                        let span = self.chroma_row(cy).and_then(|row| row.get_mut(x0..x1));
+                        for uv in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
+                            uv.copy_from_slice(&[yuv.u, yuv.v]);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Sets the pixels of `r` (already clipped) to text colour `c`: all of
+        /// B,G,R for RGB24, luma only for the YUV formats.
+        fn ink_rect(&mut self, r: Rect, c: Rgb) {
+            if r.is_empty() {
+                return;
+            }
+            let luma = rgb_to_yuv(c).y;
+            let (x0, x1) = (to_usize(r.x0), to_usize(r.x1));
+            for y in r.y0..r.y1 {
+                let pixel = self.geom.pixel;
+                let Some(row) = self.row(y) else { continue };
+                match pixel {
+                    PixelFormat::Rgb24 => {
+                        let span = row.get_mut(x0.saturating_mul(3)..x1.saturating_mul(3));
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(3)) {
+                            px.copy_from_slice(&[c.b, c.g, c.r]);
+                        }
+                    }
+                    PixelFormat::Yuy2 => {
+                        let span = row.get_mut(x0.saturating_mul(2)..x1.saturating_mul(2));
+                        for px in span.into_iter().flat_map(|s| s.chunks_exact_mut(2)) {
+                            if let Some(y_byte) = px.first_mut() {
+                                *y_byte = luma;
+                            }
+                        }
+                    }
+                    PixelFormat::Nv12 => {
+                        if let Some(span) = row.get_mut(x0..x1) {
+                            span.fill(luma);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Draws `text` with its top-left cell corner at (`x`, `y`), font
+        /// pixels `s` × `s`, clipped to `clip`.
+        fn draw_text(&mut self, text: &[u8], x: u32, y: u32, s: u32, clip: Rect, c: Rgb) {
+            let advance = CELL_WIDTH.saturating_mul(s);
+            for (&ch, i) in text.iter().zip(0u32..) {
+                let cell_x = x.saturating_add(i.saturating_mul(advance));
+                if cell_x >= clip.x1 {
+                    break;
+                }
+                for (&bits, row) in glyph(ch).iter().zip(0u32..) {
+                    let py = y.saturating_add(row.saturating_mul(s));
+                    for col in 0..GLYPH_WIDTH {
+                        if bits & (0x10 >> col) != 0 {
+                            let px = cell_x.saturating_add(col.saturating_mul(s));
+                            self.ink_rect(Rect::new(px, py, s, s).intersect(clip), c);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Draws one overlay box clipped to `band`.
+        fn draw_box(&mut self, b: &TextBox, band: Rect, s: u32) {
+            let clip = b.rect.intersect(band);
+            if clip.is_empty() {
+                return;
+            }
+            self.fill_rect(clip, b.fill);
+            let pad = s.saturating_mul(2);
+            self.draw_text(
+                b.text.as_bytes(),
+                b.rect.x0.saturating_add(pad),
+                b.rect.y0.saturating_add(pad),
+                s,
+                clip,
+                b.ink,
+            );
+        }
+
+        /// Draws every overlay of `overlay`.
+        fn draw_overlays(&mut self, overlay: &Overlay) {
+            let (width, height) = (self.geom.width, self.geom.height);
+            let (top, bottom) = bands(width, height);
+            for (b, band) in plan(width, height, overlay)
+                .iter()
+                .zip([top, top, top, bottom])
+            {
+                self.draw_box(b, band, glyph_scale(height));
+            }
+        }
+    }
+
+    /// Writes one line of bars as the first plane's pixels: B,G,R for RGB24,
+    /// Y0 U Y1 V for YUY2 (chroma of a pair is the mean of its two pixels), Y
+    /// for NV12.
+    fn write_bar_line(pixels: &mut [u8], pixel: PixelFormat, width: u32) {
+        match pixel {
+            PixelFormat::Rgb24 => {
+                for (px, x) in pixels.chunks_exact_mut(3).zip(0u32..) {
+                    let c = BARS[bar_index(x, width)];
+                    px.copy_from_slice(&[c.b, c.g, c.r]);
+                }
+            }
+            PixelFormat::Yuy2 => {
+                for (pair, x) in pixels.chunks_exact_mut(4).zip((0u32..).step_by(2)) {
+                    let a = BARS_YUV[bar_index(x, width)];
+                    let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
+                    pair.copy_from_slice(&[a.y, mean(a.u, b.u), b.y, mean(a.v, b.v)]);
+                }
+            }
+            PixelFormat::Nv12 => {
+                for (y, x) in pixels.iter_mut().zip(0u32..) {
+                    *y = BARS_YUV[bar_index(x, width)].y;
+                }
+            }
+        }
+    }
+
+    /// Writes one line of NV12's U,V plane for the bars (each pair the mean of
+    /// its two columns; the bars are vertical, so both rows of a block agree).
+    fn write_chroma_line(pixels: &mut [u8], width: u32) {
+        for (uv, x) in pixels.chunks_exact_mut(2).zip((0u32..).step_by(2)) {
+            let a = BARS_YUV[bar_index(x, width)];
+            let b = BARS_YUV[bar_index(x.saturating_add(1), width)];
+            uv.copy_from_slice(&[mean(a.u, b.u), mean(a.v, b.v)]);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1448,6 +1842,115 @@ mod tests {
         assert_eq!(all.len(), 36);
     }
 
+    /// Synthesises `l` at `stride` with both the fast code and
+    /// [`reference`] into buffers of the same (non-zero, position-dependent)
+    /// garbage with `tail` bytes past the frame, and asserts they agree on
+    /// every byte, the tail included.
+    fn assert_matches_reference(l: &FrameLayout, stride: u32, o: &Overlay, tail: usize) {
+        let needed = required_len(l, stride).unwrap();
+        let garbage: Vec<u8> = (0..needed + tail)
+            .map(|i| u8::try_from(i % 251).unwrap() | 1)
+            .collect();
+        let mut fast = garbage.clone();
+        let mut slow = garbage;
+        assert_eq!(synthesize(&mut fast, l, stride, o), Ok(needed));
+        assert_eq!(reference::synthesize(&mut slow, l, stride, o), Ok(needed));
+        if let Some(i) = fast.iter().zip(&slow).position(|(a, b)| a != b) {
+            let (row, col) = (i / idx(stride), i % idx(stride));
+            panic!(
+                "{:?} {}x{} stride {stride} {o:?}: byte {i} (row {row}, column {col}) is {} but the reference wrote {}",
+                l.pixel, l.width, l.height, fast[i], slow[i]
+            );
+        }
+    }
+
+    fn extreme_overlays() -> [Overlay; 4] {
+        [
+            overlay(123),
+            Overlay {
+                stream_time_100ns: i64::MIN,
+                frame_number: u64::MAX,
+                dropped: u64::MAX,
+                path: DeliveryPath::Copied,
+            },
+            Overlay {
+                stream_time_100ns: i64::MAX,
+                frame_number: 0,
+                dropped: 0,
+                path: DeliveryPath::ZeroCopy,
+            },
+            Overlay {
+                stream_time_100ns: 1,
+                frame_number: 1_000_000_007,
+                dropped: 88_888,
+                path: DeliveryPath::Copied,
+            },
+        ]
+    }
+
+    #[test]
+    fn matches_the_reference_on_many_sizes_strides_and_overlays() {
+        let widths = [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 16, 18, 22, 30, 62, 64, 66, 98, 126, 130, 158, 238,
+            240, 242, 318, 320, 322, 642,
+        ];
+        let heights = [
+            1, 2, 3, 4, 5, 6, 8, 16, 30, 62, 240, 241, 478, 480, 482, 722,
+        ];
+        let overlays = extreme_overlays();
+        let mut checked = 0;
+        for pixel in PixelFormat::ALL {
+            for (&w, wi) in widths.iter().zip(0usize..) {
+                for (&h, hi) in heights.iter().zip(0usize..) {
+                    let Ok(l) = FrameLayout::new(pixel, w, h) else {
+                        continue;
+                    };
+                    // Every combination at the packed stride and a padded
+                    // one; the odd extra strides and the other overlays
+                    // on a rotating subset.
+                    let o = &overlays[(wi + hi) % overlays.len()];
+                    assert_matches_reference(&l, l.stride, &overlay(7), 0);
+                    assert_matches_reference(&l, l.stride + 4, o, 3);
+                    let odd = [1, 3, 72, 130][(wi * 3 + hi) % 4];
+                    assert_matches_reference(&l, l.stride + odd, o, 1);
+                    checked += 3;
+                }
+            }
+        }
+        assert!(checked > 800, "{checked}");
+        // Scales 2..=9 on narrow frames (boxes clipped at the right edge)
+        // and wide, short ones (boxes clipped by the bands).
+        for (w, h) in [
+            (64, 960),
+            (40, 1200),
+            (10, 2160),
+            (3000, 2),
+            (2000, 6),
+            (1282, 18),
+        ] {
+            for pixel in PixelFormat::ALL {
+                for o in &overlays {
+                    if let Ok(l) = FrameLayout::new(pixel, w, h) {
+                        assert_matches_reference(&l, l.stride, o, 2);
+                        assert_matches_reference(&l, l.stride + 12, o, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_at_the_offered_sizes() {
+        for (i, &(w, h)) in FRAME_SIZES.iter().enumerate() {
+            for pixel in PixelFormat::ALL {
+                let l = layout(pixel, w, h);
+                let o = &extreme_overlays()[i % 4];
+                assert_matches_reference(&l, l.stride, o, 0);
+                assert_matches_reference(&l, l.stride + 64, &overlay(1), 5);
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_frames_never_panic_or_overrun(
@@ -1480,6 +1983,23 @@ mod tests {
                     prop_assert!(buf.iter().all(|&b| b == 0x77));
                 }
             }
+        }
+
+        #[test]
+        fn arbitrary_frames_match_the_reference(
+            p in 0usize..3,
+            w in 1u32..700,
+            h in 1u32..700,
+            extra_stride in 0u32..40,
+            t in proptest::num::i64::ANY,
+            n in proptest::num::u64::ANY,
+            d in proptest::num::u64::ANY,
+            copied in proptest::bool::ANY,
+        ) {
+            let Ok(l) = FrameLayout::new(PixelFormat::ALL[p], w, h) else { return Ok(()) };
+            let path = if copied { DeliveryPath::Copied } else { DeliveryPath::ZeroCopy };
+            let o = Overlay { stream_time_100ns: t, frame_number: n, dropped: d, path };
+            assert_matches_reference(&l, l.stride + extra_stride, &o, 7);
         }
 
         #[test]
