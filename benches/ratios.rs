@@ -32,6 +32,12 @@ use avscap::portable::stream_memory::StreamMemory;
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
 use crossbeam_queue::ArrayQueue;
 
+/// The simulator's y4m conversion, measured where it lives. (Its unit tests
+/// compile here under `clippy --all-targets` but only run with the example.)
+#[path = "../examples/simulate/planes.rs"]
+#[cfg_attr(test, allow(dead_code))]
+mod planes;
+
 const MIB: usize = 1 << 20;
 
 // ---------------------------------------------------------------- harness
@@ -182,17 +188,26 @@ impl Table {
         println!("| --- | --- | --- | ---: | ---: | ---: | :---: |");
         for r in &self.rows {
             println!(
-                "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {} | {} |",
+                "| {} | {} | {} | {} | {}–{} | {} | {} |",
                 r.what,
                 r.candidate,
                 r.baseline,
-                r.ratio.median,
-                r.ratio.p10,
-                r.ratio.p90,
+                fixed(r.ratio.median),
+                fixed(r.ratio.p10),
+                fixed(r.ratio.p90),
                 r.goal(),
                 r.met()
             );
         }
+    }
+}
+
+/// A ratio with three decimals, or three significant digits below 0.01.
+fn fixed(r: f64) -> String {
+    if r < 0.01 {
+        format!("{r:.2e}")
+    } else {
+        format!("{r:.3}")
     }
 }
 
@@ -767,8 +782,8 @@ fn engine(table: &mut Table) {
         let real = |d: Duration| FRAMES as f64 / 60.0 / d.as_secs_f64();
         table.push(Row {
             what: format!("engine, NV12 3840x2160 60 fps, {FRAMES} frames, {path}"),
-            candidate: format!("{:.0}× real time", real(ratio.cand)),
-            baseline: format!("{baseline} {:.0}× real time", real(ratio.base)),
+            candidate: format!("{:.1}× real time", real(ratio.cand)),
+            baseline: format!("{baseline} {:.1}× real time", real(ratio.base)),
             ratio,
             goal: Goal::AtMost(1.1),
         });
@@ -801,7 +816,7 @@ fn simulator_binary() -> std::path::PathBuf {
     binary
 }
 
-fn simulate(out: &str, frames: u32) -> Duration {
+fn simulate(out: &std::path::Path, frames: u32) -> Duration {
     let start = Instant::now();
     let status = std::process::Command::new(simulator_binary())
         .args([
@@ -814,7 +829,9 @@ fn simulate(out: &str, frames: u32) -> Duration {
             "--path",
             "own",
         ])
-        .args(["--frames", &frames.to_string(), "--out", out])
+        .args(["--frames", &frames.to_string()])
+        .arg("--out")
+        .arg(out)
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
@@ -822,10 +839,50 @@ fn simulate(out: &str, frames: u32) -> Duration {
     start.elapsed()
 }
 
+/// The simulator's y4m conversion of a synthesized frame (the frame it just
+/// wrote, so in cache) against a memcpy of the frame's bytes.
+fn conversion(table: &mut Table) {
+    for (w, h) in SIZES {
+        for pixel in FORMATS {
+            let layout = FrameLayout::new(pixel, w, h).unwrap();
+            let image = layout.image_size as usize;
+            let mut frame = vec![0u8; image];
+            synthesize(&mut frame, &layout, layout.stride, &overlay(1)).unwrap();
+            let mut copy = vec![0u8; image];
+            let mut planes = planes::Planes::new(&layout);
+            let (ratio, iters) = per_op(
+                21,
+                &mut (),
+                &mut |&mut ()| {
+                    copy.copy_from_slice(&frame);
+                    black_box(&mut copy);
+                },
+                &mut |&mut ()| {
+                    planes.convert(&layout, &frame, layout.stride as usize);
+                    black_box(&mut planes);
+                },
+            );
+            table.push(Row {
+                what: format!("simulator y4m conversion, {} {w}x{h}", pixel.name()),
+                candidate: gbps(image * iters as usize, ratio.cand),
+                baseline: format!("memcpy {}", gbps(image * iters as usize, ratio.base)),
+                ratio,
+                goal: if pixel == PixelFormat::Nv12 {
+                    Goal::AtMost(1.2)
+                } else {
+                    Goal::Info
+                },
+            });
+        }
+    }
+}
+
 fn simulator(table: &mut Table) {
     const FRAMES: u32 = 600;
+    conversion(table);
     let video = Duration::from_secs_f64(f64::from(FRAMES) / 60.0);
-    let runs: Vec<Duration> = (0..3).map(|_| simulate("/dev/null", FRAMES)).collect();
+    let null = std::path::Path::new("/dev/null");
+    let runs: Vec<Duration> = (0..3).map(|_| simulate(null, FRAMES)).collect();
     let mut factors: Vec<f64> = runs
         .iter()
         .map(|d| video.as_secs_f64() / d.as_secs_f64())
@@ -844,6 +901,63 @@ fn simulator(table: &mut Table) {
             cand: wall,
         },
         goal: Goal::AtLeast(8.0),
+    });
+    to_disk(table);
+}
+
+/// The simulator writing a file, against writing the same bytes with plain
+/// 1 MiB `write`s; both end with `fsync`, so the disk (not the page cache)
+/// is what both wait for.
+fn to_disk(table: &mut Table) {
+    use std::io::Write as _;
+    const FRAMES: u32 = 120;
+    let dir = simulator_binary()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let video = dir.join("simulate.y4m");
+    let plain = dir.join("plain.bin");
+    // The file's size, known after the first simulator run.
+    let mut bytes = 0usize;
+    let ratio = interleaved(
+        3,
+        &mut bytes,
+        &mut |bytes| {
+            let start = Instant::now();
+            let mut file = std::fs::File::create(&plain).unwrap();
+            let chunk = vec![0x5au8; MIB];
+            let mut left = (*bytes).max(MIB);
+            while left > 0 {
+                let n = left.min(MIB);
+                file.write_all(&chunk[..n]).unwrap();
+                left -= n;
+            }
+            file.sync_all().unwrap();
+            start.elapsed()
+        },
+        &mut |bytes| {
+            let start = Instant::now();
+            simulate(&video, FRAMES);
+            std::fs::File::open(&video).unwrap().sync_all().unwrap();
+            let elapsed = start.elapsed();
+            *bytes = std::fs::metadata(&video).unwrap().len() as usize;
+            elapsed
+        },
+    );
+    let _ = std::fs::remove_file(&video);
+    let _ = std::fs::remove_file(&plain);
+    table.push(Row {
+        what: format!("simulator, NV12 3840x2160, {FRAMES} frames to a file, fsync"),
+        candidate: format!("{:.0} MB/s", bytes as f64 / ratio.cand.as_secs_f64() / 1e6),
+        baseline: format!(
+            "plain write+fsync {:.0} MB/s",
+            bytes as f64 / ratio.base.as_secs_f64() / 1e6
+        ),
+        ratio,
+        goal: Goal::Info,
     });
 }
 

@@ -380,9 +380,8 @@ fn run(args: &Args) -> Result<(), String> {
                     .ok_or("staging slot outside its buffer")?;
                 let plan = c.target.copy_plan(&layout).ok_or("no copy plan")?;
                 let dest = clients[id].bytes(&mut allocator_buffer)?;
-                for (from, to, len) in plan.rows() {
-                    dest[to..to + len].copy_from_slice(&slot[from..from + len]);
-                }
+                plan.copy(slot, dest)
+                    .map_err(|_| "the client frame is shorter than the copy plan")?;
                 bytes_copied += plan.bytes_copied();
                 pitched_copies += u64::from(!plan.is_packed());
                 staging

@@ -235,16 +235,6 @@ impl CopyPlan {
         self.rows == 1
     }
 
-    /// The copies, in order: `(source offset, destination offset, bytes)`.
-    pub fn rows(&self) -> impl Iterator<Item = (usize, usize, usize)> {
-        let (source, dest, len) = (
-            self.source_stride as usize,
-            self.dest_pitch as usize,
-            self.row_bytes as usize,
-        );
-        (0..self.rows as usize).map(move |r| (r * source, r * dest, len))
-    }
-
     /// Copies the image from `source` (the staging slot) into `dest` (the
     /// client frame) by this plan and returns the frame's `DataUsed`. Every
     /// row is one `copy_from_slice`; a packed plan is one block.
@@ -948,18 +938,12 @@ mod tests {
         for pitch in [0, 320, 200, -320] {
             let p = CopyPlan::new(&l, pitch, l.image_size);
             assert!(p.is_packed(), "{pitch}");
-            assert_eq!(
-                (p.rows().collect::<Vec<_>>(), p.data_used),
-                (vec![(0, 0, 115_200)], 115_200)
-            );
+            assert_eq!((p.rows, p.row_bytes, p.data_used), (1, 115_200, 115_200));
         }
         // A 512-byte surface pitch: 360 rows (240 luma + 120 chroma).
         let p = CopyPlan::new(&l, 512, 512 * 360);
         assert_eq!((p.rows, p.row_bytes, p.data_used), (360, 320, 512 * 360));
-        let rows: Vec<_> = p.rows().collect();
-        assert_eq!(rows[1], (320, 512, 320));
-        // The first chroma row lands at pitch × height.
-        assert_eq!(rows[240], (l.chroma_offset as usize, 512 * 240, 320));
+        assert_eq!((p.source_stride, p.dest_pitch), (320, 512));
         assert_eq!(p.bytes_copied(), u64::from(l.image_size));
         // A negative pitch is read by its size.
         assert_eq!(CopyPlan::new(&l, -512, 512 * 360), p);
