@@ -631,8 +631,11 @@ impl Canvas<'_> {
             };
             match last {
                 Some((from, r)) if r == font_row && span.end <= stride => {
-                    self.luma
-                        .copy_within(from + span.start..from + span.end, start + span.start);
+                    copy_apart(
+                        self.luma,
+                        from + span.start..from + span.end,
+                        start + span.start,
+                    );
                 }
                 _ => self.build_box_row(y, b, clip, font_row, s),
             }
@@ -648,8 +651,11 @@ impl Canvas<'_> {
                 };
                 match first {
                     Some(from) if span.end <= stride => {
-                        self.chroma
-                            .copy_within(from + span.start..from + span.end, start + span.start);
+                        copy_apart(
+                            self.chroma,
+                            from + span.start..from + span.end,
+                            start + span.start,
+                        );
                     }
                     _ => {
                         if let Some(uv) = self
@@ -824,13 +830,36 @@ fn replicate_first_row(plane: &mut [u8], stride: usize) {
     let mut filled = stride.min(total);
     while filled < total && filled < REPLICATE_BLOCK {
         let n = filled.min(total - filled);
-        plane.copy_within(..n, filled);
+        copy_apart(plane, 0..n, filled);
         filled += n;
     }
     let (block, rest) = plane.split_at_mut(filled);
     for chunk in rest.chunks_mut(filled) {
         if let Some(src) = block.get(..chunk.len()) {
             chunk.copy_from_slice(src);
+        }
+    }
+}
+
+/// Copies `buf[source]` to `buf[dest..]` when the two do not overlap, as
+/// every row and pattern copy here does (a later row from an earlier one, or
+/// in RGB24's bottom-up memory an earlier one from a later one): a plain
+/// copy (`memcpy`), never a move, so the driver imports nothing beyond
+/// `memcpy` and `memset` for it. Overlapping ranges, or ranges that leave
+/// `buf`, copy nothing.
+fn copy_apart(buf: &mut [u8], source: core::ops::Range<usize>, dest: usize) {
+    let len = source.len();
+    if source.end <= dest {
+        if let Some((head, tail)) = buf.split_at_mut_checked(dest) {
+            if let (Some(from), Some(to)) = (head.get(source), tail.get_mut(..len)) {
+                to.copy_from_slice(from);
+            }
+        }
+    } else if dest.saturating_add(len) <= source.start {
+        if let Some((head, tail)) = buf.split_at_mut_checked(source.start) {
+            if let (Some(from), Some(to)) = (tail.get(..len), head.get_mut(dest..dest + len)) {
+                to.copy_from_slice(from);
+            }
         }
     }
 }
@@ -848,7 +877,7 @@ fn fill_pattern(dst: &mut [u8], pattern: &[u8]) {
     let mut filled = n;
     while filled < dst.len() {
         let m = filled.min(dst.len() - filled);
-        dst.copy_within(..m, filled);
+        copy_apart(dst, 0..m, filled);
         filled += m;
     }
 }
