@@ -615,6 +615,33 @@ fn copy(table: &mut Table) {
             ratio,
             goal: Goal::AtMost(1.0 / 0.9),
         });
+        if pitch != 0 {
+            // The same row-sized copies into a packed destination: what
+            // copying in rows costs by itself, whatever the pitch.
+            let row = layout.stride as usize;
+            let ratio = interleaved(
+                9,
+                &mut dests,
+                &mut |d| timed(d, &|s, d| d[..image].copy_from_slice(black_box(s))),
+                &mut |d| {
+                    timed(d, &|s, d| {
+                        for (from, to) in s.chunks(row).zip(d.chunks_mut(row)) {
+                            to.copy_from_slice(from);
+                        }
+                    })
+                },
+            );
+            table.push(Row {
+                what: format!(
+                    "{row}-byte row copies, packed destination, {} {w}x{h}",
+                    pixel.name()
+                ),
+                candidate: gbps(count * image, ratio.cand),
+                baseline: format!("memcpy {}", gbps(count * image, ratio.base)),
+                ratio,
+                goal: Goal::Info,
+            });
+        }
     }
 }
 

@@ -49,10 +49,9 @@ if [ "$threads" = 1 ]; then
 fi
 
 {
-    # Machine lines, then one table: the header once, every group's rows.
-    grep -v '^|' "$out/single.md"
-    header=$( { cat "$out/single.md" "$out/threads.md"; } | grep '^|' | head -2)
-    echo "$header"
-    { cat "$out/single.md" "$out/threads.md"; } | grep '^|' | grep -v -F -x "$(echo "$header" | head -1)" |
-        grep -v '^| ---'
+    # Machine lines, then one table: its header once, every group's rows.
+    grep -v '^|' "$out/single.md" || true
+    cat "$out/single.md" "$out/threads.md" | awk '
+        /^\| what / || /^\| --- / { if (!seen[$0]++) print; next }
+        /^\|/ { print }'
 } | tee "$out/ratios.md"
