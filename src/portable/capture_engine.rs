@@ -241,8 +241,9 @@ impl CopyPlan {
     ///
     /// # Errors
     /// [`CopyTooShort`] when `source` or `dest` cannot hold what the plan
-    /// reads or writes (or `dest` is shorter than `data_used`), or for a hand-made plan whose rows overlap (a row
-    /// longer than its stride or pitch); then nothing has been written.
+    /// reads or writes (or `dest` is shorter than `data_used`), or for a
+    /// hand-made plan whose rows overlap (a row longer than its stride or
+    /// pitch); then nothing has been written.
     pub fn copy(&self, source: &[u8], dest: &mut [u8]) -> Result<u32, CopyTooShort> {
         let (rows, len) = (self.rows as usize, self.row_bytes as usize);
         let (read_step, write_step) = (self.source_stride as usize, self.dest_pitch as usize);
@@ -264,7 +265,7 @@ impl CopyPlan {
         let (Some(source), Some(dest)) = (source.get(..read), dest.get_mut(..write)) else {
             return Err(CopyTooShort);
         };
-        if rows == 1 {
+        if self.is_packed() {
             dest.copy_from_slice(source);
         } else {
             // Both steps are at least `len` (checked above), so every chunk
@@ -285,7 +286,7 @@ impl CopyPlan {
 }
 
 /// [`CopyPlan::copy`] was handed a source or destination shorter than the
-/// plan's rows reach.
+/// plan's rows reach, or a plan whose rows overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyTooShort;
 

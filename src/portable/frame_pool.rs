@@ -104,9 +104,9 @@ pub enum FreeError {
 /// ownership word (a compare-and-swap to claim, a single-bit atomic AND —
 /// `lock btr` on x86 — to release) and a few register operations: the slot
 /// number of a freed address comes from one multiply and one rotate (no
-/// division; see [`FramePool::slot_of`]),
-/// the number of slots out is derived from the word when asked, not kept
-/// in a counter, and the high-water mark is written only when it moves.
+/// division; see [`FramePool::slot_of`]), the number of slots out is
+/// derived from the word when asked, not kept in a counter, and the
+/// high-water mark is written only when it moves.
 /// `benches/ratios.rs` measures the pair against two bare compare-and-swaps.
 #[derive(Debug)]
 pub struct FramePool {
@@ -114,8 +114,6 @@ pub struct FramePool {
     plan: PoolPlan,
     /// Virtual address of slot 0.
     start: u64,
-    /// Bytes from slot 0 to the end of the last slot.
-    slots_span: u64,
     /// Logical address of slot 0.
     logical_start: u64,
     /// `plan.slot_size` (0 only for an empty pool).
@@ -169,18 +167,18 @@ impl FramePool {
         } else {
             (1u64 << plan.frames) - 1
         };
+        // 0 for an empty pool's slot size of 0 (its inverse is then unused).
+        let shift = slot.trailing_zeros() % 64;
         FramePool {
             region,
             plan,
             start: (region.virtual_base as u64).wrapping_add(u64::from(plan.first_offset)),
-            // At most 64 slots of at most 4 GiB: no overflow.
-            slots_span: slot * u64::from(plan.frames),
             logical_start: region
                 .logical_base
                 .wrapping_add(u64::from(plan.first_offset)),
             slot,
-            shift: slot.trailing_zeros() % 64,
-            inverse: odd_inverse(slot >> (slot.trailing_zeros() % 64)),
+            shift,
+            inverse: odd_inverse(slot >> shift),
             full,
             allocated: AtomicU64::new(0),
             high_water: AtomicU32::new(0),
@@ -277,8 +275,9 @@ impl FramePool {
             #[allow(clippy::cast_possible_truncation)]
             return Ok(index as u32);
         }
-        // Refused: say why (the slow path, only for bad pointers).
-        if offset >= self.slots_span {
+        // Refused: say why (the slow path, only for bad pointers). At most
+        // 64 slots of at most 4 GiB: the product does not overflow.
+        if offset >= self.slot * u64::from(self.plan.frames) {
             Err(FreeError::Foreign)
         } else {
             Err(FreeError::NotSlotStart)
@@ -438,7 +437,7 @@ mod tests {
         assert_eq!(p.in_use(), 64);
     }
 
-    /// The reciprocal multiply in `slot_of` against plain division, for
+    /// The inverse multiply and rotate in `slot_of` against plain division, for
     /// slot sizes from 1 byte to 4 GiB − 1 (hand-made plans included) and
     /// addresses at, next to and between slot starts.
     #[test]

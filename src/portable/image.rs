@@ -637,7 +637,7 @@ impl Canvas<'_> {
                         start + span.start,
                     );
                 }
-                _ => self.build_box_row(y, b, clip, font_row, s),
+                _ => self.build_box_row(y, b, clip, span.clone(), font_row, s),
             }
             last = Some((start, font_row));
         }
@@ -672,18 +672,19 @@ impl Canvas<'_> {
         }
     }
 
-    /// Writes image row `y` of box `text_box` (clipped to `clip`): the
-    /// fill colour, then the lit pixels of font row `font_row` of its text.
+    /// Writes image row `y` of box `text_box` (clipped to `clip`, whose
+    /// bytes in the row are `span`): the fill colour, then the lit pixels
+    /// of font row `font_row` of its text.
     fn build_box_row(
         &mut self,
         y: u32,
         text_box: &TextBox,
         clip: Rect,
+        span: Range<usize>,
         font_row: Option<u32>,
         scale: u32,
     ) {
         let pixel = self.geom.pixel;
-        let span = self.box_span(to_usize(clip.x0), to_usize(clip.x1));
         let Some(row) = self.row(y) else { return };
         if let Some(bytes) = row.get_mut(span) {
             let fill = text_box.fill;
@@ -847,7 +848,7 @@ fn replicate_first_row(plane: &mut [u8], stride: usize) {
 /// copy (`memcpy`), never a move, so the driver imports nothing beyond
 /// `memcpy` and `memset` for it. Overlapping ranges, or ranges that leave
 /// `buf`, copy nothing.
-fn copy_apart(buf: &mut [u8], source: core::ops::Range<usize>, dest: usize) {
+fn copy_apart(buf: &mut [u8], source: Range<usize>, dest: usize) {
     let len = source.len();
     if source.end <= dest {
         if let Some((head, tail)) = buf.split_at_mut_checked(dest) {
