@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use avscap::portable::capture_engine::{
     route_frame, CaptureEngine, ClientBuffer, CopyPlan, DmaTarget, RouteError, Target, Tick,
 };
-use avscap::portable::frame_pool::{FramePool, Region};
+use avscap::portable::frame_pool::FramePool;
 use avscap::portable::framing::{plan, PAGE_SIZE};
 use avscap::portable::image::{synthesize, DeliveryPath, Overlay};
 use avscap::portable::stream_memory::StreamMemory;
@@ -37,6 +37,14 @@ use crossbeam_queue::ArrayQueue;
 #[path = "../examples/simulate/planes.rs"]
 #[cfg_attr(test, allow(dead_code))]
 mod planes;
+
+/// The simulator's stand-in for a common buffer (`get` is the simulator's
+/// alone).
+#[path = "../examples/simulate/heap_buffer.rs"]
+#[allow(dead_code)]
+mod heap_buffer;
+
+use heap_buffer::HeapBuffer;
 
 const MIB: usize = 1 << 20;
 
@@ -221,38 +229,6 @@ fn gbps(bytes: usize, d: Duration) -> String {
 
 // ------------------------------------------------------------- buffers
 
-/// A page-aligned heap buffer standing in for a common buffer, written once
-/// so that every page is present before anything is timed.
-struct Pages {
-    bytes: Vec<u8>,
-    offset: usize,
-    len: usize,
-}
-
-impl Pages {
-    fn new(len: usize) -> Self {
-        let page = PAGE_SIZE as usize;
-        let bytes = vec![1u8; len + page];
-        let offset = (page - bytes.as_ptr() as usize % page) % page;
-        Pages { bytes, offset, len }
-    }
-
-    fn region(&self) -> Region {
-        let base = self.bytes.as_ptr() as usize + self.offset;
-        Region {
-            virtual_base: base,
-            logical_base: base as u64,
-            len: self.len,
-        }
-    }
-
-    /// The `len` bytes at `address` (an address inside this buffer).
-    fn at(&mut self, address: usize, len: usize) -> &mut [u8] {
-        let start = address - self.region().virtual_base + self.offset;
-        &mut self.bytes[start..start + len]
-    }
-}
-
 /// Frames of `len` bytes covering at least `bytes` (at least 2 frames),
 /// every page written.
 fn ring_covering(bytes: usize, len: usize) -> Vec<Vec<u8>> {
@@ -327,7 +303,7 @@ fn machine() {
 
 // ----------------------------------------------------------------- pool
 
-fn pool_of(slots: u32, pages: &Pages) -> FramePool {
+fn pool_of(slots: u32, pages: &HeapBuffer) -> FramePool {
     let region = pages.region();
     FramePool::with_plan(region, plan(slots, PAGE_SIZE, PAGE_SIZE, &region).unwrap())
 }
@@ -337,8 +313,14 @@ fn allocate_free(pool: &FramePool) {
     pool.free(black_box(f.virtual_address)).unwrap();
 }
 
+/// The `Mutex<Vec>` free list's allocate+free.
+fn pop_push(list: &Mutex<Vec<usize>>) {
+    let f = list.lock().unwrap().pop().unwrap();
+    list.lock().unwrap().push(black_box(f));
+}
+
 fn pool(table: &mut Table) {
-    let pages = Pages::new(64 * PAGE_SIZE as usize);
+    let pages = HeapBuffer::new(64 * PAGE_SIZE as usize);
     for slots in [4u32, 16, 64] {
         // The worst case for the bitmap search: only the last slot is free.
         let pool = pool_of(slots, &pages);
@@ -391,15 +373,9 @@ fn pool(table: &mut Table) {
     }
     let pool = pool_of(16, &pages);
     let list = Mutex::new((0..16usize).collect::<Vec<_>>());
-    let (ratio, iters) = per_op(
-        21,
-        &mut (),
-        &mut |()| {
-            let f = list.lock().unwrap().pop().unwrap();
-            list.lock().unwrap().push(black_box(f));
-        },
-        &mut |()| allocate_free(&pool),
-    );
+    let (ratio, iters) = per_op(21, &mut (), &mut |()| pop_push(&list), &mut |()| {
+        allocate_free(&pool);
+    });
     table.push(Row {
         what: "pool allocate+free, 16 slots, one thread".into(),
         candidate: ns(ratio.cand, iters),
@@ -435,14 +411,11 @@ fn threads(table: &mut Table) {
         eprintln!("threads: skipped, this process may run on {cpus} CPU (needs 2)");
         return;
     }
-    let pages = Pages::new(16 * PAGE_SIZE as usize);
+    let pages = HeapBuffer::new(16 * PAGE_SIZE as usize);
     let pool = pool_of(16, &pages);
     let ours = || allocate_free(&pool);
     let list = Mutex::new((0..16usize).collect::<Vec<_>>());
-    let mutex = || {
-        let f = list.lock().unwrap().pop().unwrap();
-        list.lock().unwrap().push(black_box(f));
-    };
+    let mutex = || pop_push(&list);
     let queue = ArrayQueue::new(16);
     for i in 0..16usize {
         queue.push(i).unwrap();
@@ -658,8 +631,8 @@ enum Client {
 struct Stream {
     layout: FrameLayout,
     interval: i64,
-    own: Option<(Pages, FramePool)>,
-    staging_buffer: Pages,
+    own: Option<(HeapBuffer, FramePool)>,
+    staging_buffer: HeapBuffer,
     staging: FramePool,
     clients: Vec<Client>,
 }
@@ -674,11 +647,11 @@ enum Work {
 impl Stream {
     fn new(format: &VideoFormat, own_path: bool) -> Self {
         let memory = StreamMemory::for_format(format).unwrap();
-        let staging_buffer = Pages::new(memory.staging.len);
+        let staging_buffer = HeapBuffer::new(memory.staging.len);
         let staging = FramePool::over(staging_buffer.region(), &memory.staging).unwrap();
         let mut clients = Vec::new();
         let own = own_path.then(|| {
-            let buffer = Pages::new(memory.allocator.len);
+            let buffer = HeapBuffer::new(memory.allocator.len);
             let pool = FramePool::over(buffer.region(), &memory.allocator).unwrap();
             while let Some(f) = pool.allocate() {
                 clients.push(Client::Own(f.virtual_address));
@@ -700,13 +673,13 @@ impl Stream {
     }
 
     fn client(&self, id: usize) -> ClientBuffer {
-        let (address, extent) = match &self.clients[id] {
-            Client::Own(address) => (*address, self.layout.image_size),
-            Client::Foreign(bytes) => (bytes.as_ptr() as usize, self.layout.image_size),
+        let address = match &self.clients[id] {
+            Client::Own(address) => *address,
+            Client::Foreign(bytes) => bytes.as_ptr() as usize,
         };
         ClientBuffer {
             address,
-            extent,
+            extent: self.layout.image_size,
             surface_pitch: 0,
         }
     }
@@ -752,13 +725,16 @@ impl Stream {
                 match c.target.dma {
                     DmaTarget::Direct(_) if work == Work::Pixels => {
                         let (buffer, _) = self.own.as_mut().unwrap();
-                        let pixels = buffer.at(frame.virtual_address, image);
+                        let pixels = buffer.at(frame.virtual_address, image).unwrap();
                         synthesize(pixels, &self.layout, self.layout.stride, &c.overlay()).unwrap();
                     }
                     DmaTarget::Direct(_) => {}
                     DmaTarget::Staging(_) => {
                         if work == Work::Pixels {
-                            let slot = self.staging_buffer.at(frame.virtual_address, image);
+                            let slot = self
+                                .staging_buffer
+                                .at(frame.virtual_address, image)
+                                .unwrap();
                             synthesize(slot, &self.layout, self.layout.stride, &c.overlay())
                                 .unwrap();
                             let Client::Foreign(dest) = &mut self.clients[id] else {
@@ -791,20 +767,20 @@ impl Stream {
         let start = Instant::now();
         let image = self.layout.image_size as usize;
         let slots = self.staging.capacity() as usize;
+        let slot_size = self.staging.plan().slot_size as usize;
         let staging_base = self.staging_buffer.region().virtual_base;
         for n in 0..frames as usize {
             let id = n % self.clients.len();
             match &mut self.clients[id] {
                 Client::Own(address) => {
                     let (buffer, _) = self.own.as_mut().unwrap();
-                    let frame = buffer.at(*address, image);
+                    let frame = buffer.at(*address, image).unwrap();
                     frame.fill(0x80);
                     black_box(frame);
                 }
                 Client::Foreign(dest) => {
-                    let slot_size = self.staging.plan().slot_size as usize;
                     let address = staging_base + (n % slots) * slot_size;
-                    let slot = self.staging_buffer.at(address, image);
+                    let slot = self.staging_buffer.at(address, image).unwrap();
                     slot.fill(0x80);
                     // Opaque, or the compiler turns the copy of a memset
                     // buffer into a second memset.

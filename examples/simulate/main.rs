@@ -30,15 +30,17 @@ use std::process::ExitCode;
 use avscap::portable::capture_engine::{
     route_frame, CaptureEngine, ClientBuffer, DmaTarget, RouteError, Target, Tick,
 };
-use avscap::portable::frame_pool::{FramePool, Region};
-use avscap::portable::framing::{self, AllocatorFraming, BufferPlan, PinFraming, PAGE_SIZE};
+use avscap::portable::frame_pool::FramePool;
+use avscap::portable::framing::{self, AllocatorFraming, PinFraming};
 use avscap::portable::image;
 use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
 use clap::{Parser, ValueEnum};
 
+mod heap_buffer;
 mod planes;
 
+use heap_buffer::HeapBuffer;
 use planes::Planes;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -121,53 +123,6 @@ enum ClientFrame {
 /// Depth of the simulated hardware's target queue (the driver's).
 const ENGINE_DEPTH: usize = 8;
 
-/// A heap stand-in for one common buffer: `len` bytes starting on a page,
-/// with a made-up logical address that is page aligned alike.
-struct HeapBuffer {
-    bytes: Vec<u8>,
-    offset: usize,
-    len: usize,
-}
-
-impl HeapBuffer {
-    fn new(plan: &BufferPlan) -> Self {
-        let page = PAGE_SIZE as usize;
-        let bytes = vec![0u8; plan.len + page];
-        let offset = (page - bytes.as_ptr() as usize % page) % page;
-        HeapBuffer {
-            bytes,
-            offset,
-            len: plan.len,
-        }
-    }
-
-    fn region(&self) -> Region {
-        let base = self.bytes.as_ptr() as usize + self.offset;
-        Region {
-            virtual_base: base,
-            logical_base: 0x8000_0000,
-            len: self.len,
-        }
-    }
-
-    /// Where the bytes at `address` (an address inside this buffer) lie.
-    fn range(&self, address: usize, len: usize) -> Option<std::ops::Range<usize>> {
-        let start = address.checked_sub(self.region().virtual_base)? + self.offset;
-        Some(start..start.checked_add(len)?)
-    }
-
-    /// The bytes at `address`.
-    fn get(&self, address: usize, len: usize) -> Option<&[u8]> {
-        self.bytes.get(self.range(address, len)?)
-    }
-
-    /// The bytes at `address`, writable.
-    fn at(&mut self, address: usize, len: usize) -> Option<&mut [u8]> {
-        let range = self.range(address, len)?;
-        self.bytes.get_mut(range)
-    }
-}
-
 impl ClientFrame {
     /// The frame's bytes: a slot of the allocator's buffer, or the client's
     /// own buffer.
@@ -234,7 +189,7 @@ fn run(args: &Args) -> Result<(), String> {
     // STOP -> ACQUIRE: the stream's staging slots, sized for its format.
     let staging_plan =
         framing::staging_plan(&layout, args.staging_slots).map_err(|e| format!("{e:?}"))?;
-    let mut staging_buffer = HeapBuffer::new(&staging_plan);
+    let mut staging_buffer = HeapBuffer::new(staging_plan.len);
     let staging = FramePool::over(staging_buffer.region(), &staging_plan)
         .map_err(|e| format!("staging: {e:?}"))?;
 
@@ -253,7 +208,7 @@ fn run(args: &Args) -> Result<(), String> {
                 e.ntstatus()
             )
         })?;
-        let buffer = HeapBuffer::new(&plan);
+        let buffer = HeapBuffer::new(plan.len);
         let pool = FramePool::over(buffer.region(), &plan).map_err(|e| format!("{e:?}"))?;
         Some((buffer, pool))
     };
@@ -450,7 +405,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!("staging memory bytes: {}", staging_plan.len);
     println!(
         "allocator memory bytes: {}",
-        allocator_buffer.as_ref().map_or(0, |b| b.len)
+        allocator_buffer.as_ref().map_or(0, |b| b.region().len)
     );
     if let Some(own) = &own {
         println!(
