@@ -3,10 +3,14 @@
 #   1. rustfmt and clippy (pedantic, -D warnings) on the host build;
 #   2. cargo test: unit, property and scenario tests of the portable core;
 #   3. loom model checks of the frame pool (--cfg loom);
-#   4. the host simulator end to end, its y4m output checked frame by frame;
-#   5. the Linux cross-build of avscap.sys and its PE/import check
+#   4. Miri (the pinned nightly of scripts/nightly.env): the core's unit and
+#      integration tests again, interpreted and checked for undefined
+#      behaviour, with the property and sweep sizes they shrink under
+#      cfg(miri);
+#   5. the host simulator end to end, its y4m output checked frame by frame;
+#   6. the Linux cross-build of avscap.sys and its PE/import check
 #      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
-#   6. the emulated kernel: that avscap.sys executed on unicorn against
+#   7. the emulated kernel: that avscap.sys executed on unicorn against
 #      models of ntoskrnl and ks.sys (tests/kernel-emu, a separate
 #      GPL-2.0-or-later crate; needs cmake, installed here when missing),
 #      then its report: which of the driver's functions executed (at least
@@ -37,6 +41,30 @@ cargo test 2>&1 | tee -a "$results"
 
 step "loom model checks"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool 2>&1 | tee -a "$results"
+
+step "Miri: the core's unit and integration tests for undefined behaviour"
+# shellcheck source=scripts/nightly.env
+source scripts/nightly.env
+installed=$(rustup component list --toolchain "$AVSCAP_NIGHTLY" --installed 2>/dev/null || true)
+if ! grep -q '^miri' <<<"$installed" || ! grep -q '^rust-src' <<<"$installed"; then
+    echo "installing: $AVSCAP_NIGHTLY with miri and rust-src" >&2
+    rustup toolchain install "$AVSCAP_NIGHTLY" --profile minimal --component miri,rust-src
+fi
+cargo +"$AVSCAP_NIGHTLY" miri setup
+# The lib's unit tests and every tests/*.rs (loom_pool is empty without
+# --cfg loom); not the simulator's tests, which sweep every RGB colour and
+# convert whole frames (no unsafe code there, and hours under Miri).
+# -Zmiri-disable-isolation: inf_consistency and stream_memory_table read
+#   repository files, and proptest reads its tests/*.proptest-regressions
+#   (so their saved cases run under Miri too); isolation would stop both.
+# PROPTEST_RNG_ALGORITHM=xs: proptest's default ChaCha generator runs its
+#   SIMD rounds in Miri's emulation, most of a property's time there; the
+#   XorShift one draws the same kinds of cases far faster. (Miri forwards
+#   the environment once isolation is off.)
+# --report-time: each test's time in the results, to watch the budget.
+MIRIFLAGS="-Zmiri-disable-isolation" PROPTEST_RNG_ALGORITHM=xs CARGO_TARGET_DIR=target/miri \
+    cargo +"$AVSCAP_NIGHTLY" miri test --lib --test '*' -- -Z unstable-options --report-time 2>&1 |
+    tee -a "$results"
 
 step "simulator end to end"
 out=target/sim-check

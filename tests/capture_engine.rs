@@ -240,6 +240,11 @@ fn default_format_is_offered() {
 }
 
 proptest! {
+    // Miri interprets every case: a few there, proptest's default otherwise.
+    #![proptest_config(ProptestConfig::with_cases(
+        if cfg!(miri) { 8 } else { ProptestConfig::default().cases }
+    ))]
+
     /// Whatever the client does (submitting 0..n frames between ticks, ticks
     /// arriving late), every picture is either delivered or dropped exactly
     /// once, times never go backwards, and the discontinuity flag appears

@@ -1466,9 +1466,17 @@ mod tests {
         }
     }
 
+    /// The offered sizes the per-size sweeps run: all of them, or under
+    /// Miri (which interprets every byte) the smallest.
+    const SWEPT_SIZES: &[(u32, u32)] = if cfg!(miri) {
+        FRAME_SIZES.split_at(1).0
+    } else {
+        &FRAME_SIZES
+    };
+
     #[test]
     fn centre_row_shows_the_bars_in_every_format_and_size() {
-        for (w, h) in FRAME_SIZES {
+        for &(w, h) in SWEPT_SIZES {
             for pixel in PixelFormat::ALL {
                 let l = layout(pixel, w, h);
                 let buf = synth(&l, l.stride, &overlay(123));
@@ -1511,7 +1519,7 @@ mod tests {
 
     #[test]
     fn overlays_stay_in_the_top_and_bottom_15_percent() {
-        for (w, h) in FRAME_SIZES {
+        for &(w, h) in SWEPT_SIZES {
             for pixel in PixelFormat::ALL {
                 let l = layout(pixel, w, h);
                 let buf = synth(&l, l.stride, &overlay(u64::MAX));
@@ -1531,7 +1539,9 @@ mod tests {
 
     #[test]
     fn errors_leave_the_buffer_untouched() {
-        let l = layout(PixelFormat::Yuy2, 320, 240);
+        // Under Miri a smaller frame: the checks walk every byte.
+        let (w, h) = if cfg!(miri) { (32, 24) } else { (320, 240) };
+        let l = layout(PixelFormat::Yuy2, w, h);
         let mut buf = vec![0x5A; idx(l.image_size) - 1];
         assert_eq!(
             synthesize(&mut buf, &l, l.stride, &overlay(1)),
@@ -1644,7 +1654,13 @@ mod tests {
         // which starts at margin + padding = 4 s.
         let cell_x0 = 4 * s + 11 * CELL_WIDTH * s;
         let cell_x1 = cell_x0 + GLYPH_WIDTH * s;
-        for y in 0..480 {
+        #[cfg(not(miri))]
+        let rows = 0..480;
+        // Under Miri only the rows that differ at all (every other row is
+        // equal byte for byte, so none of its pixels can differ).
+        #[cfg(miri)]
+        let rows = rows_differing(&a, &b, &l, l.stride);
+        for y in rows {
             for x in 0..640 {
                 let (pa, pb) = (
                     yuv_at(&a, &l, l.stride, x, y),
@@ -1878,14 +1894,18 @@ mod tests {
     /// every byte, the tail included.
     fn assert_matches_reference(l: &FrameLayout, stride: u32, o: &Overlay, tail: usize) {
         let needed = required_len(l, stride).unwrap();
-        let garbage: Vec<u8> = (0..needed + tail)
-            .map(|i| u8::try_from(i % 251).unwrap() | 1)
-            .collect();
+        // Byte i is (i % 251) | 1: whole periods copied (and the buffers
+        // compared whole below), so Miri, which interprets every step of a
+        // per-byte loop, spends its time in the synthesis.
+        let period: Vec<u8> = (0..251u8).map(|b| b | 1).collect();
+        let mut garbage = period.repeat((needed + tail).div_ceil(period.len()));
+        garbage.truncate(needed + tail);
         let mut fast = garbage.clone();
         let mut slow = garbage;
         assert_eq!(synthesize(&mut fast, l, stride, o), Ok(needed));
         assert_eq!(reference::synthesize(&mut slow, l, stride, o), Ok(needed));
-        if let Some(i) = fast.iter().zip(&slow).position(|(a, b)| a != b) {
+        if fast != slow {
+            let i = fast.iter().zip(&slow).position(|(a, b)| a != b).unwrap();
             let (row, col) = (i / idx(stride), i % idx(stride));
             panic!(
                 "{:?} {}x{} stride {stride} {o:?}: byte {i} (row {row}, column {col}) is {} but the reference wrote {}",
@@ -1920,13 +1940,21 @@ mod tests {
 
     #[test]
     fn matches_the_reference_on_many_sizes_strides_and_overlays() {
+        #[cfg(not(miri))]
         let widths = [
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 16, 18, 22, 30, 62, 64, 66, 98, 126, 130, 158, 238,
             240, 242, 318, 320, 322, 642,
         ];
+        #[cfg(not(miri))]
         let heights = [
             1, 2, 3, 4, 5, 6, 8, 16, 30, 62, 240, 241, 478, 480, 482, 722,
         ];
+        #[cfg(not(miri))]
+        let min_checked = 800;
+        // Under Miri (which interprets every byte) a few of each kind: the
+        // smallest, odd and even, text clipped at the right edge and whole.
+        #[cfg(miri)]
+        let (widths, heights, min_checked) = ([1, 2, 3, 6, 66, 130], [1, 2, 5, 30], 100);
         let overlays = extreme_overlays();
         let mut checked = 0;
         for pixel in PixelFormat::ALL {
@@ -1947,17 +1975,22 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 800, "{checked}");
+        assert!(checked > min_checked, "{checked}");
         // Scales 2..=9 on narrow frames (boxes clipped at the right edge)
         // and wide, short ones (boxes clipped by the bands).
-        for (w, h) in [
+        #[cfg(not(miri))]
+        let scaled = [
             (64, 960),
             (40, 1200),
             (10, 2160),
             (3000, 2),
             (2000, 6),
             (1282, 18),
-        ] {
+        ];
+        // Under Miri one of each, smaller (scale 2).
+        #[cfg(miri)]
+        let scaled = [(10, 480), (642, 2)];
+        for (w, h) in scaled {
             for pixel in PixelFormat::ALL {
                 for o in &overlays {
                     if let Ok(l) = FrameLayout::new(pixel, w, h) {
@@ -1971,7 +2004,7 @@ mod tests {
 
     #[test]
     fn matches_the_reference_at_the_offered_sizes() {
-        for (i, &(w, h)) in FRAME_SIZES.iter().enumerate() {
+        for (i, &(w, h)) in SWEPT_SIZES.iter().enumerate() {
             for pixel in PixelFormat::ALL {
                 let l = layout(pixel, w, h);
                 let o = &extreme_overlays()[i % 4];
@@ -1981,7 +2014,17 @@ mod tests {
         }
     }
 
+    /// The largest side `arbitrary_frames_match_the_reference` draws: under
+    /// Miri, which interprets every byte, frames under 64 × 64.
+    const MAX_SIDE: u32 = if cfg!(miri) { 64 } else { 700 };
+
     proptest! {
+        // Miri interprets every case: a few there, proptest's default
+        // otherwise.
+        #![proptest_config(ProptestConfig::with_cases(
+            if cfg!(miri) { 8 } else { ProptestConfig::default().cases }
+        ))]
+
         #[test]
         fn arbitrary_frames_never_panic_or_overrun(
             p in 0usize..3,
@@ -2018,8 +2061,8 @@ mod tests {
         #[test]
         fn arbitrary_frames_match_the_reference(
             p in 0usize..3,
-            w in 1u32..700,
-            h in 1u32..700,
+            w in 1u32..MAX_SIDE,
+            h in 1u32..MAX_SIDE,
             extra_stride in 0u32..40,
             t in proptest::num::i64::ANY,
             n in proptest::num::u64::ANY,
