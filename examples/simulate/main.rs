@@ -176,20 +176,21 @@ fn find_format(args: &Args) -> Result<VideoFormat, String> {
 fn run(args: &Args) -> Result<(), String> {
     let format = find_format(args)?;
     let layout = format.layout().map_err(|e| format!("{e:?}"))?;
-    let image = layout.image_size as usize;
+    let image = layout.image_size() as usize;
     let pitch = i32::try_from(args.client_pitch)
         .map_err(|_| format!("--client-pitch {} is too large", args.client_pitch))?;
-    if pitch != 0 && args.client_pitch < layout.stride {
+    if pitch != 0 && args.client_pitch < layout.stride() {
         return Err(format!(
             "--client-pitch {} is below the format's stride of {} bytes",
-            args.client_pitch, layout.stride
+            args.client_pitch,
+            layout.stride()
         ));
     }
 
     // STOP -> ACQUIRE: the stream's staging slots, sized for its format.
     let staging_plan =
         framing::staging_plan(&layout, args.staging_slots).map_err(|e| format!("{e:?}"))?;
-    let mut staging_buffer = HeapBuffer::new(staging_plan.len);
+    let mut staging_buffer = HeapBuffer::new(staging_plan.bytes());
     let staging = FramePool::over(staging_buffer.region(), &staging_plan)
         .map_err(|e| format!("staging: {e:?}"))?;
 
@@ -202,13 +203,13 @@ fn run(args: &Args) -> Result<(), String> {
         let pin_framing =
             PinFraming::for_format(&format, args.allocator_frames).map_err(|e| format!("{e:?}"))?;
         let request = AllocatorFraming::from_pin(&pin_framing);
-        let plan = framing::allocator_plan(&request, layout.image_size).map_err(|e| {
+        let plan = framing::allocator_plan(&request, layout.image_size()).map_err(|e| {
             format!(
                 "allocator refused its framing: {e:?} (NTSTATUS {:#x})",
                 e.ntstatus()
             )
         })?;
-        let buffer = HeapBuffer::new(plan.len);
+        let buffer = HeapBuffer::new(plan.bytes());
         let pool = FramePool::over(buffer.region(), &plan).map_err(|e| format!("{e:?}"))?;
         Some((buffer, pool))
     };
@@ -237,7 +238,7 @@ fn run(args: &Args) -> Result<(), String> {
             let extent = if pitch == 0 {
                 image
             } else {
-                (image / layout.stride as usize) * args.client_pitch as usize
+                (image / layout.stride() as usize) * args.client_pitch as usize
             };
             ClientFrame::Foreign {
                 bytes: vec![0u8; extent],
@@ -252,8 +253,8 @@ fn run(args: &Args) -> Result<(), String> {
     let out = File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let mut out = BufWriter::new(out);
     let mut y4m = y4m::encode(
-        layout.width as usize,
-        layout.height as usize,
+        layout.width() as usize,
+        layout.height() as usize,
         y4m::Ratio::new(args.fps as usize, 1),
     )
     .with_colorspace(y4m::Colorspace::C420jpeg)
@@ -261,7 +262,7 @@ fn run(args: &Args) -> Result<(), String> {
     .map_err(|e| format!("y4m: {e:?}"))?;
 
     let mut engine =
-        CaptureEngine::<usize, ENGINE_DEPTH>::new(format.frame_interval, layout.image_size)
+        CaptureEngine::<usize, ENGINE_DEPTH>::new(format.frame_interval, layout.image_size())
             .map_err(|e| format!("{e:?}"))?;
     engine.run(0);
     let mut planes = Planes::new(&layout);
@@ -290,7 +291,7 @@ fn run(args: &Args) -> Result<(), String> {
                     surface_pitch: *pitch,
                 },
             };
-            match route_frame(own.as_ref(), &staging, client, layout.image_size) {
+            match route_frame(own.as_ref(), &staging, client, layout.image_size()) {
                 Ok(dma) => {
                     engine
                         .submit(Target {
@@ -325,7 +326,7 @@ fn run(args: &Args) -> Result<(), String> {
             let pixels = dma_buffer
                 .at(target.virtual_address, image)
                 .ok_or("DMA target outside its buffer")?;
-            image::synthesize(pixels, &layout, layout.stride, &overlay)
+            image::synthesize(pixels, &layout, layout.stride(), &overlay)
                 .map_err(|e| format!("synthesis: {e:?}"))?;
             let id = c.target.cookie;
             // Rows of the delivered frame are this far apart.
@@ -343,12 +344,12 @@ fn run(args: &Args) -> Result<(), String> {
                     .free(target.virtual_address)
                     .map_err(|e| format!("staging free: {e:?}"))?;
                 if plan.is_packed() {
-                    layout.stride
+                    layout.stride()
                 } else {
                     plan.dest_pitch
                 }
             } else {
-                layout.stride
+                layout.stride()
             };
             let frame = clients[id].bytes(&mut allocator_buffer)?;
             planes.convert(&layout, frame, row_pitch as usize);
@@ -390,9 +391,9 @@ fn run(args: &Args) -> Result<(), String> {
     let stats = engine.stats();
     println!(
         "format: {} {}x{} @ {} fps, path {:?}",
-        layout.pixel.name(),
-        layout.width,
-        layout.height,
+        layout.pixel().name(),
+        layout.width(),
+        layout.height(),
         args.fps,
         args.path
     );
@@ -402,7 +403,7 @@ fn run(args: &Args) -> Result<(), String> {
     println!("frames copied: {}", stats.copied);
     println!("bytes copied: {bytes_copied}");
     println!("pitched copies: {pitched_copies}");
-    println!("staging memory bytes: {}", staging_plan.len);
+    println!("staging memory bytes: {}", staging_plan.bytes());
     println!(
         "allocator memory bytes: {}",
         allocator_buffer.as_ref().map_or(0, |b| b.region().len)
@@ -432,7 +433,7 @@ fn run(args: &Args) -> Result<(), String> {
 
 /// Writes the 4:2:0 frame as an RGB PNG (BT.601 limited range back to RGB).
 fn write_png(path: &PathBuf, layout: &FrameLayout, planes: &Planes) -> Result<(), String> {
-    let (w, h) = (layout.width as usize, layout.height as usize);
+    let (w, h) = (layout.width() as usize, layout.height() as usize);
     let mut rgb = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
@@ -446,7 +447,7 @@ fn write_png(path: &PathBuf, layout: &FrameLayout, planes: &Planes) -> Result<()
         }
     }
     let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), layout.width, layout.height);
+    let mut encoder = png::Encoder::new(BufWriter::new(file), layout.width(), layout.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
