@@ -16,8 +16,8 @@ use std::collections::{HashSet, VecDeque};
 use arbitrary::Arbitrary;
 use avscap::portable::capture_engine::{
     qpc_to_100ns, rebase_to_clock, route_frame, stamp_options, timer_due_time, CaptureEngine,
-    ClientBuffer, CopyPlan, CopyTooShort, DmaTarget, EngineError, EngineStats, RouteError,
-    Target, Tick,
+    ClientBuffer, CopyPlan, CopyTooShort, DmaTarget, EngineError, EngineStats, RouteError, Target,
+    Tick,
 };
 use avscap::portable::frame_pool::{Frame, FramePool, Region};
 use avscap::portable::framing::{allocator_plan, staging_plan, AllocatorFraming};
@@ -179,7 +179,10 @@ impl Slots {
         match got {
             Some(f) => {
                 let i = f.index as usize;
-                assert!(i < self.taken.len() && !self.taken[i], "slot {i} was not free");
+                assert!(
+                    i < self.taken.len() && !self.taken[i],
+                    "slot {i} was not free"
+                );
                 assert_eq!(f, self.frame(i));
                 self.taken[i] = true;
             }
@@ -264,7 +267,7 @@ fn release(
 }
 
 fn model_plan(layout: &FrameLayout, pitch: i32, extent: u32) -> CopyPlan {
-    let (stride, image) = (u64::from(layout.stride), u64::from(layout.image_size));
+    let (stride, image) = (u64::from(layout.stride()), u64::from(layout.image_size()));
     let rows = image / stride;
     let p = u64::from(pitch.unsigned_abs());
     if p > stride && p * rows <= u64::from(extent) {
@@ -343,21 +346,25 @@ fn check_copy(case: &CopyCase) {
             source_delta,
             dest_delta,
         } => {
-            let pixel = [PixelFormat::Nv12, PixelFormat::Yuy2, PixelFormat::Rgb24]
-                [usize::from(*pixel) % 3];
+            let pixel =
+                [PixelFormat::Nv12, PixelFormat::Yuy2, PixelFormat::Rgb24][usize::from(*pixel) % 3];
             let w = (u32::from(*width) % 32 + 1).next_multiple_of(2);
             let h = (u32::from(*height) % 16 + 1).next_multiple_of(2);
             let layout = FrameLayout::new(pixel, w, h).unwrap();
-            let pitch = pitch_of(pitch, layout.stride);
+            let pitch = pitch_of(pitch, layout.stride());
             // Keep the client frame small: extents past 64 KiB are tried
             // for the plan only.
-            let extent = extent_of(extent, layout.image_size);
+            let extent = extent_of(extent, layout.image_size());
             let plan = CopyPlan::new(&layout, pitch, extent);
-            assert_eq!(plan, model_plan(&layout, pitch, extent), "{layout:?} {pitch} {extent}");
+            assert_eq!(
+                plan,
+                model_plan(&layout, pitch, extent),
+                "{layout:?} {pitch} {extent}"
+            );
             if extent > 1 << 16 {
                 return;
             }
-            let source = layout.image_size as usize;
+            let source = layout.image_size() as usize;
             let dest = plan.data_used as usize;
             (
                 plan,
@@ -409,7 +416,10 @@ fn check_copy(case: &CopyCase) {
             assert_eq!(buf[..dest_len], before[..], "written on refusal");
         }
     }
-    assert!(buf[dest_len..].iter().all(|&b| b == 0xEE), "written past dest");
+    assert!(
+        buf[dest_len..].iter().all(|&b| b == 0xEE),
+        "written past dest"
+    );
 }
 
 fn check_clocks(a: i64, b: i64, c: i64) {
@@ -421,19 +431,22 @@ fn check_clocks(a: i64, b: i64, c: i64) {
     };
     assert_eq!(qpc_to_100ns(a, b), want);
     let ago = clamp(i128::from(b) - i128::from(a));
-    assert_eq!(rebase_to_clock(a, b, c), clamp(i128::from(c) - i128::from(ago)));
-    let wait = clamp(i128::from(a) - i128::from(b)).max(1);
-    assert_eq!(timer_due_time(a, b), -wait);
+    assert_eq!(
+        rebase_to_clock(a, b, c),
+        clamp(i128::from(c) - i128::from(ago))
+    );
+    let until_due = clamp(i128::from(a) - i128::from(b)).max(1);
+    assert_eq!(timer_due_time(a, b), -until_due);
 }
 
 #[allow(clippy::too_many_lines)]
 fn run<const D: usize>(input: &Input) {
-    let pixel = [PixelFormat::Nv12, PixelFormat::Yuy2, PixelFormat::Rgb24]
-        [usize::from(input.pixel) % 3];
-    let w = (u32::from(input.width) % 64 + 1).next_multiple_of(2);
-    let h = (u32::from(input.height) % 64 + 1).next_multiple_of(2);
-    let layout = FrameLayout::new(pixel, w, h).unwrap();
-    let image = layout.image_size;
+    let pixel =
+        [PixelFormat::Nv12, PixelFormat::Yuy2, PixelFormat::Rgb24][usize::from(input.pixel) % 3];
+    let width = (u32::from(input.width) % 64 + 1).next_multiple_of(2);
+    let height = (u32::from(input.height) % 64 + 1).next_multiple_of(2);
+    let layout = FrameLayout::new(pixel, width, height).unwrap();
+    let image = layout.image_size();
     let interval: i64 = match input.interval % 8 {
         0 => 333_333,
         1 => 166_667,
@@ -454,13 +467,13 @@ fn run<const D: usize>(input: &Input) {
     let slots = u32::from(input.staging_slots % 8) + 1;
     let plan = staging_plan(&layout, slots).unwrap();
     let region = |k: usize, page: u16| Region {
-        virtual_base: (k + 1) << 40 | usize::from(page) * PAGE,
-        logical_base: ((k + 1) << 36 | usize::from(page) * PAGE) as u64,
-        len: plan.len.max(64 * (1 << 20)),
+        virtual_base: ((k + 1) << 40) | (usize::from(page) * PAGE),
+        logical_base: (((k + 1) << 36) | (usize::from(page) * PAGE)) as u64,
+        len: plan.bytes().max(64 * (1 << 20)),
     };
     let staging = FramePool::over(
         Region {
-            len: plan.len,
+            len: plan.bytes(),
             ..region(0, input.start as u16)
         },
         &plan,
@@ -479,7 +492,7 @@ fn run<const D: usize>(input: &Input) {
         let r = region(k + 1, o.page);
         let pool = FramePool::over(
             Region {
-                len: plan.len,
+                len: plan.bytes(),
                 ..r
             },
             &plan,
@@ -529,7 +542,9 @@ fn run<const D: usize>(input: &Input) {
                     .iter()
                     .enumerate()
                     .flat_map(|(p, (_, s))| {
-                        (0..s.taken.len()).filter(move |&i| s.taken[i]).map(move |i| (p, i))
+                        (0..s.taken.len())
+                            .filter(move |&i| s.taken[i])
+                            .map(move |i| (p, i))
                     })
                     .filter(|&(p, i)| in_flight[p][i] == 0)
                     .collect();
@@ -561,7 +576,7 @@ fn run<const D: usize>(input: &Input) {
                         ClientBuffer {
                             address: f.virtual_address,
                             extent: f.len,
-                            surface_pitch: pitch_of(pitch, layout.stride),
+                            surface_pitch: pitch_of(pitch, layout.stride()),
                         }
                     }
                     Op::ProcessForeign(addr, extent, pitch) => {
@@ -582,7 +597,7 @@ fn run<const D: usize>(input: &Input) {
                         ClientBuffer {
                             address,
                             extent: extent_of(extent, image),
-                            surface_pitch: pitch_of(pitch, layout.stride),
+                            surface_pitch: pitch_of(pitch, layout.stride()),
                         }
                     }
                     _ => unreachable!(),
@@ -641,7 +656,10 @@ fn run<const D: usize>(input: &Input) {
                     }
                     Err(back) => {
                         assert!(!room, "refused with room");
-                        assert_eq!((back.cookie, back.dma, back.client), (cookie, target, client));
+                        assert_eq!(
+                            (back.cookie, back.dma, back.client),
+                            (cookie, target, client)
+                        );
                         release(&target, &staging, &mut staging_model, &mut in_flight, &own);
                     }
                 }
@@ -663,7 +681,7 @@ fn run<const D: usize>(input: &Input) {
                     State::Paused => State::Running {
                         start: i128::from(now) - i128::from(model.frames) * model.interval,
                     },
-                    running => running,
+                    running @ State::Running { .. } => running,
                 };
             }
             Op::Pause => {
@@ -706,7 +724,12 @@ fn run<const D: usize>(input: &Input) {
                         );
                     }
                     Some(held) => {
-                        assert_eq!(got, Tick::Due { picture_number: picture });
+                        assert_eq!(
+                            got,
+                            Tick::Due {
+                                picture_number: picture
+                            }
+                        );
                         let mut flags = TIMEVALID | DURATIONVALID;
                         if model.discontinuity {
                             flags |= DISCONTINUITY;
@@ -752,7 +775,11 @@ fn run<const D: usize>(input: &Input) {
                 );
                 let overlay = c.overlay();
                 assert_eq!(
-                    (overlay.frame_number, overlay.dropped, overlay.stream_time_100ns),
+                    (
+                        overlay.frame_number,
+                        overlay.dropped,
+                        overlay.stream_time_100ns
+                    ),
                     (want.picture, want.drops, c.stream_time)
                 );
                 let direct = matches!(want.held.dma, DmaTarget::Direct(_));
@@ -764,7 +791,11 @@ fn run<const D: usize>(input: &Input) {
                 // How the image reaches the client.
                 let plan = c.target.copy_plan(&layout);
                 let want_plan = (!direct).then(|| {
-                    model_plan(&layout, want.held.client.surface_pitch, want.held.client.extent)
+                    model_plan(
+                        &layout,
+                        want.held.client.surface_pitch,
+                        want.held.client.extent,
+                    )
                 });
                 assert_eq!(plan, want_plan);
                 assert_eq!(
@@ -772,7 +803,13 @@ fn run<const D: usize>(input: &Input) {
                     want_plan.map_or(image, |p| p.data_used)
                 );
                 assert!(outstanding.remove(&c.target.cookie), "delivered twice");
-                release(&c.target.dma, &staging, &mut staging_model, &mut in_flight, &own);
+                release(
+                    &c.target.dma,
+                    &staging,
+                    &mut staging_model,
+                    &mut in_flight,
+                    &own,
+                );
             }
             Op::TakeQueued => {
                 let got = engine.take_queued();
@@ -802,7 +839,10 @@ fn run<const D: usize>(input: &Input) {
         assert_eq!(engine.queued(), model.queued.len());
         assert_eq!(engine.due(), model.due.len());
         assert_eq!(engine.has_room(), model.queued.len() + model.due.len() < D);
-        assert_eq!(engine.is_running(), matches!(model.state, State::Running { .. }));
+        assert_eq!(
+            engine.is_running(),
+            matches!(model.state, State::Running { .. })
+        );
         assert_eq!(engine.next_due(), model.next_due());
         assert_eq!(engine.stats(), model.stats);
         assert_eq!(
@@ -833,7 +873,10 @@ fn run<const D: usize>(input: &Input) {
         assert!(outstanding.remove(&t.cookie), "returned twice");
         release(&t.dma, &staging, &mut staging_model, &mut in_flight, &own);
     }
-    assert!(outstanding.is_empty(), "targets never returned: {outstanding:?}");
+    assert!(
+        outstanding.is_empty(),
+        "targets never returned: {outstanding:?}"
+    );
     assert_eq!(staging.in_use(), 0, "a staging slot leaked");
     assert!(in_flight.iter().flatten().all(|&n| n == 0));
 }

@@ -54,8 +54,8 @@ const fn fourcc_guid(fourcc: u32) -> Guid {
     }
 }
 
-const fn fourcc(s: &[u8; 4]) -> u32 {
-    u32::from_le_bytes(*s)
+const fn fourcc(s: [u8; 4]) -> u32 {
+    u32::from_le_bytes(s)
 }
 
 const INVALID_PARAMETER: i32 = 0xC000_000Du32 as i32;
@@ -79,7 +79,7 @@ const PIXELS: [ModelPixel; 3] = [
     ModelPixel {
         pixel: PixelFormat::Nv12,
         sub: NV12,
-        compression: fourcc(b"NV12"),
+        compression: fourcc(*b"NV12"),
         bit_count: 12,
         plane_bits: 8,
         gran_x: 2,
@@ -88,7 +88,7 @@ const PIXELS: [ModelPixel; 3] = [
     ModelPixel {
         pixel: PixelFormat::Yuy2,
         sub: YUY2,
-        compression: fourcc(b"YUY2"),
+        compression: fourcc(*b"YUY2"),
         bit_count: 16,
         plane_bits: 16,
         gran_x: 2,
@@ -243,27 +243,31 @@ fn model_ranges() -> impl Iterator<Item = VideoFormat> {
     })
 }
 
-fn model_accepts(c: &ClientRange, f: &VideoFormat) -> bool {
-    let m = model_pixel(f.pixel);
+fn model_accepts(client: &ClientRange, ours: &VideoFormat) -> bool {
+    let m = model_pixel(ours.pixel);
     let guid_ok = |want: Option<Guid>, have: Guid| want.is_none() || want == Some(have);
-    if !guid_ok(c.major, VIDEO) || !guid_ok(c.sub, m.sub) || !guid_ok(c.specifier, VIDEOINFO) {
+    if !guid_ok(client.major, VIDEO)
+        || !guid_ok(client.sub, m.sub)
+        || !guid_ok(client.specifier, VIDEOINFO)
+    {
         return false;
     }
-    let Some(v) = c.video else {
+    let Some(range) = client.video else {
         return true;
     };
-    let (w, h) = (i64::from(f.width), i64::from(f.height));
-    let width_ok = v.width == 0 || i64::from(v.width) == w;
-    let height_ok = v.height == 0
-        || i64::from(v.height) == h
-        || (f.pixel != PixelFormat::Rgb24 && i64::from(v.height) == -h);
-    let bitmap_ok = (v.bit_count == 0 && v.compression == 0)
-        || (v.bit_count == m.bit_count && v.compression == m.compression);
-    let interval_ok = if v.min_frame_interval != 0 || v.max_frame_interval != 0 {
-        v.min_frame_interval <= f.frame_interval && f.frame_interval <= v.max_frame_interval
+    let (w, h) = (i64::from(ours.width), i64::from(ours.height));
+    let width_ok = range.width == 0 || i64::from(range.width) == w;
+    let height_ok = range.height == 0
+        || i64::from(range.height) == h
+        || (ours.pixel != PixelFormat::Rgb24 && i64::from(range.height) == -h);
+    let bitmap_ok = (range.bit_count == 0 && range.compression == 0)
+        || (range.bit_count == m.bit_count && range.compression == m.compression);
+    let interval_ok = if range.min_frame_interval != 0 || range.max_frame_interval != 0 {
+        range.min_frame_interval <= ours.frame_interval
+            && ours.frame_interval <= range.max_frame_interval
     } else {
-        v.avg_time_per_frame == 0
-            || (i128::from(v.avg_time_per_frame) - i128::from(f.frame_interval)).abs() <= 1
+        range.avg_time_per_frame == 0
+            || (i128::from(range.avg_time_per_frame) - i128::from(ours.frame_interval)).abs() <= 1
     };
     width_ok && height_ok && bitmap_ok && interval_ok
 }
@@ -436,7 +440,7 @@ impl Bitmap {
                 (m.bit_count, m.compression)
             }
             Bitmap::BitCount(bits, i) => {
-                let comps = [0, fourcc(b"YUY2"), fourcc(b"NV12"), fourcc(b"I420")];
+                let comps = [0, fourcc(*b"YUY2"), fourcc(*b"NV12"), fourcc(*b"I420")];
                 (u16::from(bits), comps[usize::from(i) % comps.len()])
             }
             Bitmap::Raw(b, c) => (b, c),
@@ -585,7 +589,14 @@ fuzz_target!(|input: Input| {
     match (layout, want) {
         (Ok(l), Ok((stride, chroma, image))) => {
             assert_eq!(
-                (l.pixel, l.width, l.height, l.stride, l.chroma_offset, l.image_size),
+                (
+                    l.pixel(),
+                    l.width(),
+                    l.height(),
+                    l.stride(),
+                    l.chroma_offset(),
+                    l.image_size()
+                ),
                 (pixel, w, h, stride, chroma, image)
             );
         }
