@@ -46,6 +46,8 @@ enum Addr {
 enum Extent {
     /// The image size plus or minus a little.
     Near(i16),
+    /// The rows at the client's pitch, plus or minus a byte or two.
+    Pitched(i8),
     Raw(u32),
 }
 
@@ -328,9 +330,17 @@ fn pitch_of(p: &Pitch, stride: u32) -> i32 {
     }
 }
 
-fn extent_of(e: &Extent, image: u32) -> u32 {
+fn extent_of(e: &Extent, layout: &FrameLayout, pitch: i32) -> u32 {
+    let image = layout.image_size();
     match *e {
         Extent::Near(d) => image.saturating_add_signed(i32::from(d)),
+        Extent::Pitched(d) => {
+            let rows = image / layout.stride();
+            pitch
+                .unsigned_abs()
+                .saturating_mul(rows)
+                .saturating_add_signed(i32::from(d % 3))
+        }
         Extent::Raw(v) => v,
     }
 }
@@ -354,7 +364,7 @@ fn check_copy(case: &CopyCase) {
             let pitch = pitch_of(pitch, layout.stride());
             // Keep the client frame small: extents past 64 KiB are tried
             // for the plan only.
-            let extent = extent_of(extent, layout.image_size());
+            let extent = extent_of(extent, &layout, pitch);
             let plan = CopyPlan::new(&layout, pitch, extent);
             assert_eq!(
                 plan,
@@ -594,10 +604,11 @@ fn run<const D: usize>(input: &Input) {
                                 near(&staging_model, *slot, *offset)
                             }
                         };
+                        let surface_pitch = pitch_of(pitch, layout.stride());
                         ClientBuffer {
                             address,
-                            extent: extent_of(extent, image),
-                            surface_pitch: pitch_of(pitch, layout.stride()),
+                            extent: extent_of(extent, &layout, surface_pitch),
+                            surface_pitch,
                         }
                     }
                     _ => unreachable!(),
