@@ -115,10 +115,12 @@ for t in "${run_targets[@]}"; do
     [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
     last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
     cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' <<<"$last" || true)
+    # libFuzzer's active corpus (inputs/bytes), and the files kept on disk.
+    corp=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' <<<"$last" | cut -d' ' -f2 || true)
     files=$(find "$corpus" -type f | wc -l)
     rate=$(( ${execs:-0} / (elapsed > 0 ? elapsed : 1) ))
-    printf '%s: %s executions in %s s (%s/s), corpus %s inputs, %s\n' \
-        "$t" "${execs:-?}" "$elapsed" "$rate" "$files" "${cov:-cov: ?}"
+    printf '%s: %s executions in %s s (%s/s), corpus %s (%s files), %s\n' \
+        "$t" "${execs:-?}" "$elapsed" "$rate" "${corp:-?}" "$files" "${cov:-cov: ?}"
     if [ "$status" -ne 0 ]; then
         failed+=("$t")
         echo "$t FAILED (exit $status); its log: $log" >&2
