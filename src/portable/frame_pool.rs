@@ -215,6 +215,7 @@ impl FramePool {
 
     /// Takes a free slot, or returns `None` when all are out (and counts the
     /// failure). Never blocks; IRQL ≤ DISPATCH_LEVEL safe.
+    #[must_use = "a frame dropped here stays out until its address is freed"]
     pub fn allocate(&self) -> Option<Frame> {
         let full = self.full;
         let mut current = self.allocated.load(Ordering::Acquire);
