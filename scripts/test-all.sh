@@ -36,7 +36,8 @@ step "cargo test"
 cargo test 2>&1 | tee -a "$results"
 
 step "loom model checks"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool 2>&1 | tee -a "$results"
+# Each model prints the executions loom explored (--nocapture).
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool -- --nocapture 2>&1 | tee -a "$results"
 
 step "simulator end to end"
 out=target/sim-check
