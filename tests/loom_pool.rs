@@ -5,7 +5,7 @@
 #![cfg(loom)]
 
 use avscap::portable::frame_pool::{FramePool, FreeError, Region};
-use avscap::portable::framing::plan;
+use avscap::portable::framing::{plan, Alignment};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -15,7 +15,7 @@ fn pool(frames: u32) -> FramePool {
         logical_base: 0x10_0000,
         len: 1 << 16,
     };
-    FramePool::with_plan(region, plan(frames, 4096, 4096, &region).unwrap())
+    FramePool::with_plan(plan(frames, 4096, Alignment::PAGE, &region).unwrap())
 }
 
 /// Two CPUs allocate at once from a pool with two slots: each gets a

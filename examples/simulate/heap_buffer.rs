@@ -16,7 +16,7 @@ pub struct HeapBuffer {
 }
 
 impl HeapBuffer {
-    /// A buffer of `len` bytes (a plan's `len`).
+    /// A buffer of `len` bytes (a plan's `bytes()`).
     ///
     /// # Panics
     /// If the heap cannot hold it ([`HeapBuffer::try_new`] says so instead).

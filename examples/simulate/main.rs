@@ -252,15 +252,17 @@ fn validate(args: &Args) -> Result<Plan, String> {
         .map_err(|e| format!("--staging-slots {}: {e}", args.staging_slots))?;
     let pin_framing = PinFraming::for_format(&format, args.allocator_frames)
         .map_err(|e| format!("--allocator-frames {}: {e}", args.allocator_frames))?;
-    let allocator =
-        framing::allocator_plan(&AllocatorFraming::from_pin(&pin_framing), layout.image_size)
-            .map_err(|e| {
-                format!(
-                "--allocator-frames {}: the allocator refused its framing: {e} (NTSTATUS {:#x})",
-                args.allocator_frames,
-                e.ntstatus()
-            )
-            })?;
+    let allocator = framing::allocator_plan(
+        &AllocatorFraming::from_pin(&pin_framing),
+        layout.image_size(),
+    )
+    .map_err(|e| {
+        format!(
+            "--allocator-frames {}: the allocator refused its framing: {e} (NTSTATUS {:#x})",
+            args.allocator_frames,
+            e.ntstatus()
+        )
+    })?;
 
     let clients = args.client_frames;
     if clients == 0 {
@@ -276,12 +278,12 @@ fn validate(args: &Args) -> Result<Plan, String> {
         PathArg::Foreign => 0,
         PathArg::Mixed => clients.div_ceil(2),
     };
-    if own_frames > allocator.frames {
+    if own_frames > allocator.frames() {
         return Err(format!(
             "--client-frames {clients} with --path {} takes {own_frames} allocator frames; \
              --allocator-frames is {}",
             args.path.name(),
-            allocator.frames
+            allocator.frames()
         ));
     }
     let foreign_frames = clients - own_frames;
@@ -299,20 +301,21 @@ fn validate(args: &Args) -> Result<Plan, String> {
             args.client_pitch
         ));
     }
-    if args.client_pitch != 0 && args.client_pitch < layout.stride {
+    if args.client_pitch != 0 && args.client_pitch < layout.stride() {
         return Err(format!(
             "--client-pitch {}: below the format's stride of {} bytes",
-            args.client_pitch, layout.stride
+            args.client_pitch,
+            layout.stride()
         ));
     }
     let client_pitch = i32::try_from(args.client_pitch)
         .map_err(|_| format!("--client-pitch {}: too large", args.client_pitch))?;
     // A foreign frame holds the image's rows at the client's pitch.
-    let image = u64::from(layout.image_size);
+    let image = u64::from(layout.image_size());
     let foreign_extent = if args.client_pitch == 0 {
         image
     } else {
-        image / u64::from(layout.stride.max(1)) * u64::from(args.client_pitch)
+        image / u64::from(layout.stride().max(1)) * u64::from(args.client_pitch)
     };
 
     if args
@@ -331,8 +334,8 @@ fn validate(args: &Args) -> Result<Plan, String> {
 
     // Every buffer the run takes, before any is taken.
     let overflow = || String::from("the buffer sizes overflow");
-    let pixels = u64::from(layout.width) * u64::from(layout.height);
-    let buffer = |plan: &BufferPlan| plan.len as u64 + u64::from(PAGE_SIZE);
+    let pixels = u64::from(layout.width()) * u64::from(layout.height());
+    let buffer = |plan: &BufferPlan| plan.bytes() as u64 + u64::from(PAGE_SIZE);
     let staging_bytes = buffer(&staging);
     let allocator = (args.path != PathArg::Foreign).then_some(allocator);
     let allocator_bytes = allocator.as_ref().map_or(0, buffer);
@@ -347,7 +350,7 @@ fn validate(args: &Args) -> Result<Plan, String> {
         .ok_or_else(overflow)?;
     if memory > MEMORY_BUDGET {
         let mut flags = vec![
-            format!("--format {}", layout.pixel.name()),
+            format!("--format {}", layout.pixel().name()),
             format!("--size {width}x{height}"),
         ];
         if allocator.is_some() {
@@ -409,8 +412,8 @@ fn y4m_header(layout: &FrameLayout, fps: u32) -> Result<Vec<u8>, String> {
 
 fn y4m_encoder(layout: &FrameLayout, fps: u32) -> y4m::EncoderBuilder {
     y4m::encode(
-        layout.width as usize,
-        layout.height as usize,
+        layout.width() as usize,
+        layout.height() as usize,
         y4m::Ratio::new(fps as usize, 1),
     )
     .with_colorspace(y4m::Colorspace::C420jpeg)
@@ -448,8 +451,8 @@ impl Plan {
             format!(
                 "warning: --frames {} of {}x{} will write {} ({bytes} bytes) to {}",
                 self.frames,
-                self.layout.width,
-                self.layout.height,
+                self.layout.width(),
+                self.layout.height(),
                 human_bytes(bytes),
                 self.out.display()
             )
@@ -642,12 +645,12 @@ impl Drop for Outputs {
 #[allow(clippy::too_many_lines)]
 fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), String> {
     let layout = &plan.layout;
-    let image = layout.image_size as usize;
+    let image = layout.image_size() as usize;
     let no_memory = |what: &str, bytes: usize| format!("no memory for the {what} ({bytes} bytes)");
 
     // STOP -> ACQUIRE: the stream's staging slots, sized for its format.
-    let mut staging_buffer = HeapBuffer::try_new(plan.staging.len)
-        .ok_or_else(|| no_memory("staging slots", plan.staging.len))?;
+    let mut staging_buffer = HeapBuffer::try_new(plan.staging.bytes())
+        .ok_or_else(|| no_memory("staging slots", plan.staging.bytes()))?;
     let staging = FramePool::over(staging_buffer.region(), &plan.staging)
         .map_err(|e| format!("staging: {e}"))?;
 
@@ -657,8 +660,8 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
     let (mut allocator_buffer, own) = match &plan.allocator {
         None => (None, None),
         Some(allocator) => {
-            let buffer = HeapBuffer::try_new(allocator.len)
-                .ok_or_else(|| no_memory("allocator buffer", allocator.len))?;
+            let buffer = HeapBuffer::try_new(allocator.bytes())
+                .ok_or_else(|| no_memory("allocator buffer", allocator.bytes()))?;
             let pool = FramePool::over(buffer.region(), allocator)
                 .map_err(|e| format!("allocator: {e}"))?;
             (Some(buffer), Some(pool))
@@ -704,7 +707,7 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
         .write_header(&mut out)
         .map_err(|e| out_error(&format!("{e:?}")))?;
 
-    let mut engine = CaptureEngine::<usize, ENGINE_DEPTH>::new(plan.interval, layout.image_size)
+    let mut engine = CaptureEngine::<usize, ENGINE_DEPTH>::new(plan.interval, layout.image_size())
         .map_err(|e| format!("engine: {e}"))?;
     engine.run(0);
     let mut planes = Planes::new(layout);
@@ -739,7 +742,7 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
                     surface_pitch: *pitch,
                 },
             };
-            match route_frame(own.as_ref(), &staging, client, layout.image_size) {
+            match route_frame(own.as_ref(), &staging, client, layout.image_size()) {
                 Ok(dma) => {
                     engine
                         .submit(Target {
@@ -782,7 +785,7 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
             let pixels = dma_buffer
                 .at(target.virtual_address, image)
                 .ok_or("DMA target outside its buffer")?;
-            image::synthesize(pixels, layout, layout.stride, &overlay)
+            image::synthesize(pixels, layout, layout.stride(), &overlay)
                 .map_err(|e| format!("synthesis: {e}"))?;
             let id = c.target.cookie;
             let client = clients.get_mut(id).ok_or("no such client frame")?;
@@ -800,12 +803,12 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
                     .free(target.virtual_address)
                     .map_err(|e| format!("staging free: {e}"))?;
                 if copy.is_packed() {
-                    layout.stride
+                    layout.stride()
                 } else {
                     copy.dest_pitch
                 }
             } else {
-                layout.stride
+                layout.stride()
             };
             let frame = client.bytes(&mut allocator_buffer)?;
             planes.convert(layout, frame, row_pitch as usize);
@@ -856,9 +859,9 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
     let stats = engine.stats();
     println!(
         "format: {} {}x{} @ {} fps, path {:?}",
-        layout.pixel.name(),
-        layout.width,
-        layout.height,
+        layout.pixel().name(),
+        layout.width(),
+        layout.height(),
         plan.fps,
         plan.path
     );
@@ -868,7 +871,7 @@ fn run(plan: &Plan, mut outputs: Outputs, log: &mut dyn Write) -> Result<(), Str
     println!("frames copied: {}", stats.copied);
     println!("bytes copied: {bytes_copied}");
     println!("pitched copies: {pitched_copies}");
-    println!("staging memory bytes: {}", plan.staging.len);
+    println!("staging memory bytes: {}", plan.staging.bytes());
     println!(
         "allocator memory bytes: {}",
         allocator_buffer.as_ref().map_or(0, |b| b.region().len)
@@ -915,7 +918,7 @@ fn starved(plan: &Plan, intervals: u64, held: usize, delivered: u64, dropped: u6
 
 /// Writes the 4:2:0 frame as an RGB PNG (BT.601 limited range back to RGB).
 fn write_png(file: File, layout: &FrameLayout, planes: &Planes) -> Result<(), String> {
-    let (w, h) = (layout.width as usize, layout.height as usize);
+    let (w, h) = (layout.width() as usize, layout.height() as usize);
     let mut rgb = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
@@ -928,7 +931,7 @@ fn write_png(file: File, layout: &FrameLayout, planes: &Planes) -> Result<(), St
             rgb.push(clamp((298 * luma + 516 * cb + 128) >> 8));
         }
     }
-    let mut encoder = png::Encoder::new(BufWriter::new(file), layout.width, layout.height);
+    let mut encoder = png::Encoder::new(BufWriter::new(file), layout.width(), layout.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(|e| e.to_string())?;

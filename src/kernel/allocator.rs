@@ -95,7 +95,7 @@ unsafe extern "C" fn initialize_allocator(
         Ok(plan) => plan,
         Err(e) => return e.ntstatus(),
     };
-    let Some(buffer) = device.dma.allocate(plan.len) else {
+    let Some(buffer) = device.dma.allocate(plan.bytes()) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     let pool = match FramePool::over(buffer.region(), &plan) {

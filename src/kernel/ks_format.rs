@@ -297,7 +297,7 @@ const _: () = {
         // initialised bytes, all integers and GUIDs.
         let header = unsafe { r.DataRange.__bindgen_anon_1 };
         assert!(header.FormatSize == ulong_size_of::<KS_DATARANGE_VIDEO>());
-        assert!(header.SampleSize == layout.image_size);
+        assert!(header.SampleSize == layout.image_size());
         assert!(header.MajorFormat.Data1 == KSDATAFORMAT_TYPE_VIDEO.data1);
         assert!(header.SubFormat.Data1 == f.pixel.subtype().data1);
         assert!(header.SubFormat.Data2 == f.pixel.subtype().data2);
@@ -315,7 +315,7 @@ const _: () = {
         assert!(vih.bmiHeader.biWidth == info.width && vih.bmiHeader.biHeight == info.height);
         assert!(vih.bmiHeader.biBitCount == f.pixel.bit_count());
         assert!(vih.bmiHeader.biCompression == f.pixel.compression());
-        assert!(vih.bmiHeader.biSizeImage == layout.image_size);
+        assert!(vih.bmiHeader.biSizeImage == layout.image_size());
         i += 1;
     }
 };

@@ -123,7 +123,7 @@ impl<C> Target<C> {
     #[must_use]
     pub fn data_used(&self, layout: &FrameLayout) -> u32 {
         self.copy_plan(layout)
-            .map_or(layout.image_size, |plan| plan.data_used)
+            .map_or(layout.image_size(), |plan| plan.data_used)
     }
 }
 
@@ -217,14 +217,14 @@ impl CopyPlan {
     /// always fits a frame Process accepted (`extent ≥ image size`).
     #[must_use]
     pub fn new(layout: &FrameLayout, surface_pitch: i32, extent: u32) -> Self {
-        let stride = layout.stride.max(1);
-        let rows = layout.image_size / stride;
+        let stride = layout.stride().max(1);
+        let rows = layout.image_size() / stride;
         let packed = CopyPlan {
             rows: 1,
-            row_bytes: layout.image_size,
-            source_stride: layout.image_size,
-            dest_pitch: layout.image_size,
-            data_used: layout.image_size,
+            row_bytes: layout.image_size(),
+            source_stride: layout.image_size(),
+            dest_pitch: layout.image_size(),
+            data_used: layout.image_size(),
         };
         let pitch = surface_pitch.unsigned_abs();
         if pitch <= stride {
@@ -724,7 +724,7 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 mod tests {
     use super::*;
     use crate::portable::frame_pool::Region;
-    use crate::portable::framing::{plan, PAGE_SIZE};
+    use crate::portable::framing::{plan, Alignment};
     use crate::portable::video_format::PixelFormat;
 
     const I: i64 = 333_333;
@@ -923,13 +923,13 @@ mod tests {
     #[allow(clippy::std_instead_of_alloc)]
     fn copy_writes_rows_at_the_pitch_and_nothing_else() {
         let l = FrameLayout::new(PixelFormat::Nv12, 64, 16).unwrap();
-        let source: std::vec::Vec<u8> = (0..l.image_size).map(|i| (i % 251) as u8).collect();
+        let source: std::vec::Vec<u8> = (0..l.image_size()).map(|i| (i % 251) as u8).collect();
         for pitch in [0, 64, 80, 4096] {
-            let rows = l.image_size / l.stride;
+            let rows = l.image_size() / l.stride();
             let extent = if pitch > 64 {
                 pitch * rows
             } else {
-                l.image_size
+                l.image_size()
             };
             let plan = CopyPlan::new(&l, i32::try_from(pitch).unwrap(), extent);
             let mut dest = std::vec![0xeeu8; extent as usize + 7];
@@ -952,7 +952,7 @@ mod tests {
     fn copy_refuses_short_buffers_and_overlapping_rows_without_writing() {
         let l = FrameLayout::new(PixelFormat::Yuy2, 32, 8).unwrap();
         let plan = CopyPlan::new(&l, 100, 800);
-        let source = std::vec![1u8; l.image_size as usize];
+        let source = std::vec![1u8; l.image_size() as usize];
         let mut dest = std::vec![0u8; 799];
         assert_eq!(plan.copy(&source, &mut dest), Err(CopyTooShort));
         assert_eq!(plan.copy(&source[1..], &mut [0u8; 800]), Err(CopyTooShort));
@@ -989,7 +989,7 @@ mod tests {
         let l = FrameLayout::new(PixelFormat::Nv12, 320, 240).unwrap();
         // No pitch, the packed stride, or a narrower one: one block.
         for pitch in [0, 320, 200, -320] {
-            let p = CopyPlan::new(&l, pitch, l.image_size);
+            let p = CopyPlan::new(&l, pitch, l.image_size());
             assert!(p.is_packed(), "{pitch}");
             assert_eq!((p.rows, p.row_bytes, p.data_used), (1, 115_200, 115_200));
         }
@@ -997,7 +997,7 @@ mod tests {
         let p = CopyPlan::new(&l, 512, 512 * 360);
         assert_eq!((p.rows, p.row_bytes, p.data_used), (360, 320, 512 * 360));
         assert_eq!((p.source_stride, p.dest_pitch), (320, 512));
-        assert_eq!(p.bytes_copied(), u64::from(l.image_size));
+        assert_eq!(p.bytes_copied(), u64::from(l.image_size()));
         // A negative pitch is read by its size.
         assert_eq!(CopyPlan::new(&l, -512, 512 * 360), p);
         // One byte short of the pitched extent: packed, never past the frame.
@@ -1021,7 +1021,7 @@ mod tests {
         t.dma = DmaTarget::Direct(frame(0));
         assert_eq!(
             (t.copy_plan(&rgb), t.data_used(&rgb)),
-            (None, rgb.image_size)
+            (None, rgb.image_size())
         );
     }
 
@@ -1034,11 +1034,9 @@ mod tests {
         };
         let own_region = region.sub_region(0, 1 << 19).unwrap();
         let staging_region = region.sub_region(1 << 19, 1 << 19).unwrap();
-        let own = FramePool::with_plan(own_region, plan(2, 5000, PAGE_SIZE, &own_region).unwrap());
-        let staging = FramePool::with_plan(
-            staging_region,
-            plan(1, 5000, PAGE_SIZE, &staging_region).unwrap(),
-        );
+        let own = FramePool::with_plan(plan(2, 5000, Alignment::PAGE, &own_region).unwrap());
+        let staging =
+            FramePool::with_plan(plan(1, 5000, Alignment::PAGE, &staging_region).unwrap());
         let at = |address, extent| ClientBuffer {
             address,
             extent,
@@ -1065,7 +1063,7 @@ mod tests {
         // A pointer inside our region that is not an allocated frame is
         // treated as foreign, never written in place.
         staging.free(t.frame().virtual_address).unwrap();
-        let unallocated = own.plan().slot_size as usize + mine.virtual_address;
+        let unallocated = own.plan().slot_size() as usize + mine.virtual_address;
         assert!(matches!(
             route_frame([&own], &staging, at(unallocated, 5000), 5000),
             Ok(DmaTarget::Staging(_))
@@ -1077,10 +1075,7 @@ mod tests {
             logical_base: 0x80_0000,
             len: 1 << 19,
         };
-        let other = FramePool::with_plan(
-            other_region,
-            plan(1, 5000, PAGE_SIZE, &other_region).unwrap(),
-        );
+        let other = FramePool::with_plan(plan(1, 5000, Alignment::PAGE, &other_region).unwrap());
         let theirs = other.allocate().unwrap();
         assert_eq!(
             route_frame(

@@ -249,22 +249,32 @@ mod format_error_display {
     }
 }
 
-/// Where the planes of one frame lie and how large it is, all checked.
+/// Where the planes of one frame lie and how large it is, all checked: made
+/// only by [`FrameLayout::new`] (or [`VideoFormat::layout`]), so the
+/// synthesis and the copy planning can trust every field.
+///
+/// ```compile_fail,E0616
+/// // The fields are private: no caller can give a layout a size its
+/// // dimensions do not have.
+/// fn forge(layout: &mut avscap::portable::video_format::FrameLayout) {
+///     layout.image_size = 1;
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLayout {
     /// Pixel format.
-    pub pixel: PixelFormat,
+    pixel: PixelFormat,
     /// Width in pixels.
-    pub width: u32,
+    width: u32,
     /// Height in pixels.
-    pub height: u32,
+    height: u32,
     /// Bytes from one row of the first plane to the next (DIB rule: a whole
     /// number of 32-bit words). NV12's chroma plane uses the same stride.
-    pub stride: u32,
+    stride: u32,
     /// Offset of NV12's interleaved UV plane (0 for packed formats).
-    pub chroma_offset: u32,
+    chroma_offset: u32,
     /// Bytes of one frame: `biSizeImage`.
-    pub image_size: u32,
+    image_size: u32,
 }
 
 impl FrameLayout {
@@ -303,6 +313,43 @@ impl FrameLayout {
             chroma_offset,
             image_size,
         })
+    }
+
+    /// Pixel format.
+    #[must_use]
+    pub const fn pixel(&self) -> PixelFormat {
+        self.pixel
+    }
+
+    /// Width in pixels (non-zero, a multiple of the format's granularity).
+    #[must_use]
+    pub const fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels (non-zero, a multiple of the format's granularity).
+    #[must_use]
+    pub const fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes from one row of the first plane to the next (DIB rule: a whole
+    /// number of 32-bit words). NV12's chroma plane uses the same stride.
+    #[must_use]
+    pub const fn stride(&self) -> u32 {
+        self.stride
+    }
+
+    /// Offset of NV12's interleaved UV plane (0 for packed formats).
+    #[must_use]
+    pub const fn chroma_offset(&self) -> u32 {
+        self.chroma_offset
+    }
+
+    /// Bytes of one frame: `biSizeImage`.
+    #[must_use]
+    pub const fn image_size(&self) -> u32 {
+        self.image_size
     }
 }
 
