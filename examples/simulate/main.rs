@@ -343,7 +343,13 @@ fn validate(args: &Args) -> Result<Plan, String> {
         .checked_mul(foreign_extent)
         .ok_or_else(overflow)?;
     let planes_bytes = pixels + 2 * (pixels / 4);
-    let png_bytes = if args.png.is_some() { 3 * pixels } else { 0 };
+    // The PNG: its RGB pixels, and the encoder's compressed stream plus,
+    // when compression does not pay, a stored one (a filter byte a row).
+    let png_bytes = if args.png.is_some() {
+        3 * (3 * pixels + u64::from(layout.height()))
+    } else {
+        0
+    };
     let memory = [allocator_bytes, client_bytes, planes_bytes, png_bytes]
         .into_iter()
         .try_fold(staging_bytes, u64::checked_add)
@@ -365,9 +371,8 @@ fn validate(args: &Args) -> Result<Plan, String> {
         }
         let flags = flags.join(" ");
         return Err(format!(
-            "{flags}: the run's buffers would take {} (allocator {}, staging {}, client frames {}, \
-             planes and PNG {}); at most {} GiB",
-            human_bytes(memory),
+            "{flags}: the run's buffers would take {memory} bytes (allocator {}, staging {}, \
+             client frames {}, planes and PNG {}); at most {MEMORY_BUDGET} ({} GiB)",
             human_bytes(allocator_bytes),
             human_bytes(staging_bytes),
             human_bytes(client_bytes),
@@ -1106,7 +1111,7 @@ mod tests {
                 "64",
             ],
             "--allocator-frames",
-            &["--staging-slots", "at most 2 GiB"],
+            &["--staging-slots", "at most 2147483648 (2 GiB)"],
         );
     }
 
