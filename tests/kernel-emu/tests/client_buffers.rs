@@ -276,3 +276,68 @@ fn every_broken_range_gets_the_cores_intersection() {
     assert!(matched > 0 && matched < 200, "{matched} of 200 matched");
     closed(d, filter);
 }
+
+/// `SetDeviceState` with states a caller should never send: raw values
+/// that are no `KSSTATE` are refused with `STATUS_INVALID_PARAMETER` and
+/// change nothing; a jump over states (STOP → RUN, RUN → STOP) runs every
+/// step's work in order, as the core's transition table says, and the pin
+/// still closes clean.
+#[test]
+fn garbage_and_skipped_states_are_handled() {
+    use avscap::portable::pin_state::{transition, KsState};
+    use avscap_kernel_emu::layout::{KsPin, KsPinDispatch};
+    use avscap_kernel_emu::machine::{call, irql};
+    use avscap_kernel_emu::{ks, off};
+
+    const STATUS_INVALID_PARAMETER: u64 = 0xC000_000D;
+    let mut d = boot(Config::default());
+    let filter = ok(d.create_filter(), &d);
+    let pin = ok(d.connect(filter, &default_format()), &d).expect("connects");
+    let routine = ok(
+        ks::dispatch_routine(&d.uc, pin, off!(KsPinDispatch, set_device_state)),
+        &d,
+    );
+    let set = |d: &mut Driver, to: u32, from: u32| -> u64 {
+        let status = ok(
+            d.controlled(|uc| {
+                call(
+                    uc,
+                    routine,
+                    &[pin, u64::from(to), u64::from(from)],
+                    irql::PASSIVE,
+                    1,
+                )
+            }),
+            d,
+        ) & 0xFFFF_FFFF;
+        if status == 0 {
+            ok(d.uc.w32(pin + off!(KsPin, device_state), to), d);
+        }
+        status
+    };
+    for (to, from) in [
+        (4u32, 0u32),
+        (0, 4),
+        (u32::MAX, 0),
+        (0x8000_0000, 3),
+        (7, 9),
+    ] {
+        assert!(
+            KsState::from_raw(to.cast_signed()).is_none()
+                || KsState::from_raw(from.cast_signed()).is_none()
+        );
+        assert_eq!(
+            set(&mut d, to, from),
+            STATUS_INVALID_PARAMETER,
+            "{to} <- {from}"
+        );
+    }
+    // STOP → RUN in one call, then RUN → STOP: the core's whole list of
+    // work for each jump runs (acquire and start; stop and release).
+    assert!(transition(KsState::Stop, KsState::Run).iter().count() > 1);
+    assert_eq!(set(&mut d, 3, 0), 0);
+    ok(d.advance(2 * 333_333), &d);
+    assert_eq!(set(&mut d, 0, 3), 0);
+    ok(d.close_pin(pin), &d);
+    closed(d, filter);
+}
