@@ -35,13 +35,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use avscap::portable::frame_pool::{Frame, FramePool, FreeError, Region};
-use avscap::portable::framing::plan;
+use avscap::portable::framing::{plan, Alignment, PAGE_SIZE};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
 /// Bytes of every slot (one page), so slot `i` starts at `BASE + i * SLOT`.
-const SLOT: u32 = 4096;
+const SLOT: u32 = PAGE_SIZE;
 /// Virtual address of slot 0.
 const BASE: usize = 0x10_0000;
 
@@ -53,7 +53,7 @@ fn pool(frames: u32) -> FramePool {
         logical_base: 0x8000_0000,
         len: 64 * SLOT as usize,
     };
-    FramePool::with_plan(region, plan(frames, SLOT, SLOT, &region).unwrap())
+    FramePool::with_plan(plan(frames, SLOT, Alignment::PAGE, &region).unwrap())
 }
 
 /// A pool and one payload word per slot, standing for the frame's bytes.
