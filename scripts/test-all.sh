@@ -36,6 +36,9 @@ step "cargo test"
 cargo test 2>&1 | tee -a "$results"
 
 step "loom model checks"
+# The models compile only under --cfg loom, so the plain clippy run above
+# never sees them: lint them here.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --release --test loom_pool -- -D warnings
 # Each model prints the executions loom explored (--nocapture).
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool -- --nocapture 2>&1 | tee -a "$results"
 

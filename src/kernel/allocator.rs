@@ -134,9 +134,11 @@ unsafe extern "C" fn allocate_frame(context: PVOID) -> PVOID {
         .map_or(core::ptr::null_mut(), |f| f.virtual_address as PVOID)
 }
 
-/// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign, misplaced
-/// or doubled pointer is refused by the pool, which counts it and changes
-/// nothing.
+/// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign or
+/// misplaced pointer, or a second free of a slot that is still free, is
+/// refused by the pool, which counts it and changes nothing. (A second free
+/// that arrives after the slot was handed out again cannot be told from the
+/// new holder's: the pool knows slots only by address.)
 ///
 /// IRQL: ≤ DISPATCH_LEVEL.
 unsafe extern "C" fn free_frame(context: PVOID, frame: PVOID) {
