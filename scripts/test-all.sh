@@ -2,7 +2,9 @@
 # The project's full test command (README "Test"): everything CI runs.
 #   1. rustfmt and clippy (pedantic, -D warnings) on the host build;
 #   2. cargo test: unit, property and scenario tests of the portable core;
-#   3. loom model checks of the frame pool (--cfg loom);
+#   3. the fuzz smoke: every cargo-fuzz target of fuzz/ briefly
+#      (scripts/fuzz.sh; nightly and cargo-fuzz installed when missing);
+#      then loom model checks of the frame pool (--cfg loom);
 #   4. the host simulator end to end, its y4m output checked frame by frame;
 #   5. the Linux cross-build of avscap.sys and its PE/import check
 #      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
@@ -34,6 +36,12 @@ mkdir -p target
 
 step "cargo test"
 cargo test 2>&1 | tee -a "$results"
+
+step "fuzz smoke (scripts/fuzz.sh): each cargo-fuzz target from its seeds, 200000 executions"
+# The fuzz crate is a workspace of its own: its fmt and clippy run here.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+CARGO_TARGET_DIR=fuzz/target/clippy cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+bash scripts/fuzz.sh all --runs 200000
 
 step "loom model checks"
 # The models compile only under --cfg loom, so the plain clippy run above
