@@ -44,7 +44,11 @@ CARGO_TARGET_DIR=fuzz/target/clippy cargo clippy --manifest-path fuzz/Cargo.toml
 bash scripts/fuzz.sh all --runs 200000
 
 step "loom model checks"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool 2>&1 | tee -a "$results"
+# The models compile only under --cfg loom, so the plain clippy run above
+# never sees them: lint them here.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --release --test loom_pool -- -D warnings
+# Each model prints the executions loom explored (--nocapture).
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool -- --nocapture 2>&1 | tee -a "$results"
 
 step "simulator end to end"
 out=target/sim-check
@@ -70,6 +74,30 @@ cmp "$out/packed.y4m" "$out/pitched.y4m"
 "$sim" --frames 30 --client-frames 2 --hold 3 --out "$out/starved.y4m" | tee "$out/starved.txt"
 python3 scripts/check_y4m.py "$out/starved.y4m" --width 640 --height 480 --fps 30 --frames 30
 grep -Eq '^frames dropped: [1-9][0-9]*$' "$out/starved.txt"
+# Refused flags: exit status 2, one line on stderr naming the flag, no file.
+refused() {
+    local flag=$1 rc=0
+    shift
+    rm -f "$out/refused.y4m"
+    "$sim" "$@" --out "$out/refused.y4m" >/dev/null 2>"$out/refused.txt" || rc=$?
+    if [ "$rc" -ne 2 ] || [ "$(wc -l <"$out/refused.txt")" -ne 1 ] ||
+        ! grep -q -- "^simulate: .*$flag" "$out/refused.txt" || [ -e "$out/refused.y4m" ]; then
+        echo "simulate $* (exit $rc) should refuse $flag in one line, writing nothing:" >&2
+        cat "$out/refused.txt" >&2
+        exit 1
+    fi
+}
+refused --frames --frames 0
+refused --frames --frames many
+refused --hold --hold 18446744073709551615
+refused --allocator-frames --allocator-frames 4294967295
+grep -q '4294967295 frames requested; at most 64$' "$out/refused.txt" # words, not Debug names
+refused --staging-slots --staging-slots 0
+refused --client-frames --path foreign --client-frames 100000000
+refused --client-frames --client-frames 0
+refused --client-pitch --path foreign --client-pitch 4294967295
+refused --allocator-frames --format rgb24 --size 3840x2160 --allocator-frames 64 --staging-slots 64
+refused --png --png "$out/no-such-directory/x.png"
 
 if [ "${AVSCAP_SKIP_CROSS:-0}" != 1 ]; then
     step "cross-build avscap.sys and check it"

@@ -142,6 +142,19 @@ pub enum RouteError {
     NoStagingSlot,
 }
 
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            RouteError::FrameTooSmall { have, need } => write!(
+                f,
+                "the client frame has {have} bytes; the image needs {need}"
+            ),
+            RouteError::NoStagingSlot => f.write_str("every staging slot is in flight"),
+        }
+    }
+}
+
 /// Decides where the hardware writes a client frame at `data` with
 /// `frame_extent` usable bytes: in place when the frame is one an allocator
 /// of ours handed out (`own`, the live pools), else into a staging slot
@@ -290,6 +303,12 @@ impl CopyPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyTooShort;
 
+impl core::fmt::Display for CopyTooShort {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a copy's source or destination is shorter than its rows reach")
+    }
+}
+
 /// A due frame, as the delivery work item fills and completes it: the target
 /// and what its stream header and `KS_FRAME_INFO` carry.
 #[derive(Debug, PartialEq, Eq)]
@@ -421,6 +440,39 @@ pub enum EngineError {
     BadInterval,
     /// `DEPTH` is 0.
     NoQueue,
+}
+
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            EngineError::BadInterval => "the frame interval is not positive",
+            EngineError::NoQueue => "the target queue has no room (depth 0)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod error_display {
+    use super::{CopyTooShort, EngineError, RouteError};
+
+    #[test]
+    fn route_error_names_the_numbers() {
+        let s = RouteError::FrameTooSmall {
+            have: 1000,
+            need: 460_800,
+        }
+        .to_string();
+        assert_eq!(s, "the client frame has 1000 bytes; the image needs 460800");
+        assert!(RouteError::NoStagingSlot.to_string().contains("staging"));
+    }
+
+    #[test]
+    fn engine_and_copy_errors_are_sentences() {
+        assert!(EngineError::BadInterval.to_string().contains("interval"));
+        assert!(EngineError::NoQueue.to_string().contains("depth 0"));
+        assert!(CopyTooShort.to_string().contains("shorter"));
+    }
 }
 
 /// A bounded FIFO of `DEPTH` entries in an array.

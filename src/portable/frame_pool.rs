@@ -97,6 +97,34 @@ pub enum FreeError {
     NotAllocated,
 }
 
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FreeError::Foreign => "the address is outside the pool's slots",
+            FreeError::NotSlotStart => "the address is not the start of a slot",
+            FreeError::NotAllocated => "the slot is not allocated",
+        })
+    }
+}
+
+#[cfg(test)]
+mod free_error_display {
+    use super::FreeError;
+
+    #[test]
+    fn every_error_is_a_sentence() {
+        for e in [
+            FreeError::Foreign,
+            FreeError::NotSlotStart,
+            FreeError::NotAllocated,
+        ] {
+            let s = e.to_string();
+            assert!(s.starts_with("the ") && s.contains("slot"), "{e:?}: {s}");
+        }
+    }
+}
+
 /// The pool. See the module documentation for its concurrency contract.
 ///
 /// # Cost
@@ -208,6 +236,7 @@ impl FramePool {
 
     /// Takes a free slot, or returns `None` when all are out (and counts the
     /// failure). Never blocks; IRQL ≤ DISPATCH_LEVEL safe.
+    #[must_use = "a frame dropped here stays out until its address is freed"]
     pub fn allocate(&self) -> Option<Frame> {
         let full = self.full;
         let mut current = self.allocated.load(Ordering::Acquire);

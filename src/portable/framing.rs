@@ -213,6 +213,99 @@ impl FramingError {
     }
 }
 
+/// A short sentence for a person (a log line, the simulator's refusals).
+impl core::fmt::Display for FramingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FramingError::NoFrames => f.write_str("0 frames requested; at least 1"),
+            FramingError::TooManyFrames { requested, max } => {
+                write!(f, "{requested} frames requested; at most {max}")
+            }
+            FramingError::FrameSmallerThanImage {
+                frame_size,
+                image_size,
+            } => write!(
+                f,
+                "frames of {frame_size} bytes requested; the image needs {image_size}"
+            ),
+            FramingError::ZeroFrameSize => f.write_str("frames of 0 bytes requested"),
+            FramingError::FrameTooLarge { frame_size, max } => {
+                write!(f, "frames of {frame_size} bytes requested; at most {max}")
+            }
+            FramingError::AlignmentNotMask(mask) => {
+                write!(f, "alignment mask {mask:#x} is not of the form 2^k - 1")
+            }
+            FramingError::AlignmentAbovePage(mask) => write!(
+                f,
+                "alignment mask {mask:#x} asks for more than page alignment"
+            ),
+            FramingError::UnknownFlags(bits) => write!(f, "unknown flag bits {bits:#x}"),
+            FramingError::UnsupportedPoolType(pool) => write!(f, "unsupported pool type {pool}"),
+            FramingError::ReservedNotZero => f.write_str("the reserved field is not zero"),
+            FramingError::RegionMisaligned => {
+                f.write_str("the buffer's virtual and logical addresses are aligned differently")
+            }
+            FramingError::DoesNotFit { needed, available } => write!(
+                f,
+                "the slots need {needed} bytes; the buffer has {available}"
+            ),
+            FramingError::Overflow => f.write_str("a buffer size overflowed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod framing_error_display {
+    use super::FramingError;
+
+    #[test]
+    fn names_the_numbers() {
+        let says = |e: FramingError| e.to_string();
+        assert_eq!(
+            says(FramingError::TooManyFrames {
+                requested: 1000,
+                max: 64
+            }),
+            "1000 frames requested; at most 64"
+        );
+        assert_eq!(
+            says(FramingError::NoFrames),
+            "0 frames requested; at least 1"
+        );
+        let small = says(FramingError::FrameSmallerThanImage {
+            frame_size: 100,
+            image_size: 460_800,
+        });
+        assert!(small.contains("100") && small.contains("460800"), "{small}");
+        let large = says(FramingError::FrameTooLarge {
+            frame_size: 99_999_999,
+            max: 24_883_200,
+        });
+        assert!(
+            large.contains("99999999") && large.contains("24883200"),
+            "{large}"
+        );
+        let fit = says(FramingError::DoesNotFit {
+            needed: 8192,
+            available: 4096,
+        });
+        assert!(fit.contains("8192") && fit.contains("4096"), "{fit}");
+        assert!(says(FramingError::AlignmentNotMask(6)).contains("0x6"));
+        assert!(says(FramingError::AlignmentAbovePage(0x1_ffff)).contains("0x1ffff"));
+        assert!(says(FramingError::UnknownFlags(0x100)).contains("0x100"));
+        assert!(says(FramingError::UnsupportedPoolType(7)).contains('7'));
+        for e in [
+            FramingError::ZeroFrameSize,
+            FramingError::ReservedNotZero,
+            FramingError::RegionMisaligned,
+            FramingError::Overflow,
+        ] {
+            let s = says(e);
+            assert!(!s.is_empty() && !s.contains('{'), "{e:?}: {s}");
+        }
+    }
+}
+
 /// A frame-size range (`KS_FRAMING_RANGE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameSizeRange {

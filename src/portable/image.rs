@@ -194,6 +194,37 @@ impl SynthError {
     }
 }
 
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for SynthError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            SynthError::BufferTooSmall { needed, got } => {
+                write!(f, "the buffer has {got} bytes; the frame needs {needed}")
+            }
+            SynthError::StrideTooSmall => f.write_str("the stride is below the format's"),
+            SynthError::Overflow => f.write_str("the frame size overflowed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod synth_error_display {
+    use super::SynthError;
+
+    #[test]
+    fn names_the_numbers() {
+        let s = SynthError::BufferTooSmall {
+            needed: 460_800,
+            got: 12,
+        }
+        .to_string();
+        assert_eq!(s, "the buffer has 12 bytes; the frame needs 460800");
+        for e in [SynthError::StrideTooSmall, SynthError::Overflow] {
+            assert!(e.to_string().starts_with("the "), "{e:?}");
+        }
+    }
+}
+
 /// Clamps an intermediate to the `u8` range.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 const fn clamp_u8(v: i32) -> u8 {

@@ -192,6 +192,63 @@ impl FormatError {
     }
 }
 
+/// A short sentence for a person (a log line, the simulator's refusals).
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FormatError::WrongMajorType => "the major type is not video",
+            FormatError::WrongSpecifier => "the specifier is not VIDEOINFO",
+            FormatError::UnknownSubtype => "the subtype is not one of the pin's",
+            FormatError::HeaderTooSmall => "the format is too small for its header",
+            FormatError::BitmapHeaderTooSmall => "biSize is below a BITMAPINFOHEADER",
+            FormatError::CompressionMismatch => "biCompression does not match the subtype",
+            FormatError::BitCountMismatch => "biBitCount does not match the subtype",
+            FormatError::PlanesNotOne => "biPlanes is not 1",
+            FormatError::BadDimensions => {
+                "the width or height is zero or not a multiple of the format's granularity"
+            }
+            FormatError::UnsupportedSize => "the pin does not offer that size",
+            FormatError::UnsupportedOrientation => "the pin does not offer that orientation",
+            FormatError::ImageSizeTooSmall => "the image size is below the image's bytes",
+            FormatError::UnsupportedInterval => "the pin does not offer that frame rate",
+            FormatError::Overflow => "a size overflowed",
+            FormatError::NoMatch => "no format of the pin matches the range",
+        })
+    }
+}
+
+#[cfg(test)]
+mod format_error_display {
+    use super::FormatError;
+
+    /// Every variant says something, in words (no Debug names).
+    #[test]
+    fn every_error_is_a_sentence() {
+        let all = [
+            FormatError::WrongMajorType,
+            FormatError::WrongSpecifier,
+            FormatError::UnknownSubtype,
+            FormatError::HeaderTooSmall,
+            FormatError::BitmapHeaderTooSmall,
+            FormatError::CompressionMismatch,
+            FormatError::BitCountMismatch,
+            FormatError::PlanesNotOne,
+            FormatError::BadDimensions,
+            FormatError::UnsupportedSize,
+            FormatError::UnsupportedOrientation,
+            FormatError::ImageSizeTooSmall,
+            FormatError::UnsupportedInterval,
+            FormatError::Overflow,
+            FormatError::NoMatch,
+        ];
+        for e in all {
+            let s = e.to_string();
+            assert!(s.contains(' '), "{e:?}: {s}");
+            assert_ne!(s, format!("{e:?}"));
+        }
+    }
+}
+
 /// Where the planes of one frame lie and how large it is, all checked: made
 /// only by [`FrameLayout::new`] (or [`VideoFormat::layout`]), so the
 /// synthesis and the copy planning can trust every field.
