@@ -26,7 +26,7 @@ use avscap::portable::capture_engine::{
     route_frame, CaptureEngine, ClientBuffer, CopyPlan, DmaTarget, RouteError, Target, Tick,
 };
 use avscap::portable::frame_pool::FramePool;
-use avscap::portable::framing::{plan, PAGE_SIZE};
+use avscap::portable::framing::{plan, Alignment, PAGE_SIZE};
 use avscap::portable::image::{synthesize, DeliveryPath, Overlay};
 use avscap::portable::stream_memory::StreamMemory;
 use avscap::portable::video_format::{FrameLayout, PixelFormat, VideoFormat, DATA_RANGES};
@@ -305,7 +305,7 @@ fn machine() {
 
 fn pool_of(slots: u32, pages: &HeapBuffer) -> FramePool {
     let region = pages.region();
-    FramePool::with_plan(region, plan(slots, PAGE_SIZE, PAGE_SIZE, &region).unwrap())
+    FramePool::with_plan(plan(slots, PAGE_SIZE, Alignment::PAGE, &region).unwrap())
 }
 
 fn allocate_free(pool: &FramePool) {
@@ -456,11 +456,11 @@ fn synthesis(table: &mut Table) {
     for (w, h) in SIZES {
         for pixel in FORMATS {
             let layout = FrameLayout::new(pixel, w, h).unwrap();
-            let image = layout.image_size as usize;
+            let image = layout.image_size() as usize;
             let mut n = 0u64;
             let mut synth = |frame: &mut [u8]| {
                 n += 1;
-                synthesize(frame, &layout, layout.stride, &overlay(n)).unwrap();
+                synthesize(frame, &layout, layout.stride(), &overlay(n)).unwrap();
             };
             // Cold: one sample is one pass over a ring of frames.
             let mut frames = ring_covering(COLD_BYTES, image);
@@ -546,10 +546,10 @@ fn copy(table: &mut Table) {
     ];
     for (pixel, w, h, pitch) in cases {
         let layout = FrameLayout::new(pixel, w, h).unwrap();
-        let image = layout.image_size as usize;
-        let rows = layout.image_size / layout.stride;
+        let image = layout.image_size() as usize;
+        let rows = layout.image_size() / layout.stride();
         let extent = if pitch == 0 {
-            layout.image_size
+            layout.image_size()
         } else {
             pitch * rows
         };
@@ -591,7 +591,7 @@ fn copy(table: &mut Table) {
         if pitch != 0 {
             // The same row-sized copies into a packed destination: what
             // copying in rows costs by itself, whatever the pitch.
-            let row = layout.stride as usize;
+            let row = layout.stride() as usize;
             let ratio = interleaved(
                 9,
                 &mut dests,
@@ -647,11 +647,11 @@ enum Work {
 impl Stream {
     fn new(format: &VideoFormat, own_path: bool) -> Self {
         let memory = StreamMemory::for_format(format).unwrap();
-        let staging_buffer = HeapBuffer::new(memory.staging.len);
+        let staging_buffer = HeapBuffer::new(memory.staging.bytes());
         let staging = FramePool::over(staging_buffer.region(), &memory.staging).unwrap();
         let mut clients = Vec::new();
         let own = own_path.then(|| {
-            let buffer = HeapBuffer::new(memory.allocator.len);
+            let buffer = HeapBuffer::new(memory.allocator.bytes());
             let pool = FramePool::over(buffer.region(), &memory.allocator).unwrap();
             while let Some(f) = pool.allocate() {
                 clients.push(Client::Own(f.virtual_address));
@@ -659,7 +659,7 @@ impl Stream {
             (buffer, pool)
         });
         if !own_path {
-            let image = memory.layout.image_size as usize;
+            let image = memory.layout.image_size() as usize;
             clients.extend((0..4).map(|_| Client::Foreign(vec![1u8; image])));
         }
         Stream {
@@ -679,7 +679,7 @@ impl Stream {
         };
         ClientBuffer {
             address,
-            extent: self.layout.image_size,
+            extent: self.layout.image_size(),
             surface_pitch: 0,
         }
     }
@@ -689,7 +689,7 @@ impl Stream {
     /// frame at once.
     fn run(&mut self, frames: u64, work: Work) -> Duration {
         let start = Instant::now();
-        let image = self.layout.image_size as usize;
+        let image = self.layout.image_size() as usize;
         let mut engine = CaptureEngine::<usize, 8>::new(self.interval, image as u32).unwrap();
         engine.run(0);
         let mut ready: VecDeque<usize> = (0..self.clients.len()).collect();
@@ -726,7 +726,8 @@ impl Stream {
                     DmaTarget::Direct(_) if work == Work::Pixels => {
                         let (buffer, _) = self.own.as_mut().unwrap();
                         let pixels = buffer.at(frame.virtual_address, image).unwrap();
-                        synthesize(pixels, &self.layout, self.layout.stride, &c.overlay()).unwrap();
+                        synthesize(pixels, &self.layout, self.layout.stride(), &c.overlay())
+                            .unwrap();
                     }
                     DmaTarget::Direct(_) => {}
                     DmaTarget::Staging(_) => {
@@ -735,7 +736,7 @@ impl Stream {
                                 .staging_buffer
                                 .at(frame.virtual_address, image)
                                 .unwrap();
-                            synthesize(slot, &self.layout, self.layout.stride, &c.overlay())
+                            synthesize(slot, &self.layout, self.layout.stride(), &c.overlay())
                                 .unwrap();
                             let Client::Foreign(dest) = &mut self.clients[id] else {
                                 unreachable!("staging targets are foreign frames")
@@ -765,9 +766,9 @@ impl Stream {
     /// The same frames in the same order, filled (and copied) only.
     fn baseline(&mut self, frames: u64) -> Duration {
         let start = Instant::now();
-        let image = self.layout.image_size as usize;
+        let image = self.layout.image_size() as usize;
         let slots = self.staging.capacity() as usize;
-        let slot_size = self.staging.plan().slot_size as usize;
+        let slot_size = self.staging.plan().slot_size() as usize;
         let staging_base = self.staging_buffer.region().virtual_base;
         for n in 0..frames as usize {
             let id = n % self.clients.len();
@@ -880,9 +881,9 @@ fn conversion(table: &mut Table) {
     for (w, h) in SIZES {
         for pixel in FORMATS {
             let layout = FrameLayout::new(pixel, w, h).unwrap();
-            let image = layout.image_size as usize;
+            let image = layout.image_size() as usize;
             let mut frame = vec![0u8; image];
-            synthesize(&mut frame, &layout, layout.stride, &overlay(1)).unwrap();
+            synthesize(&mut frame, &layout, layout.stride(), &overlay(1)).unwrap();
             let mut copy = vec![0u8; image];
             let mut planes = planes::Planes::new(&layout);
             let (ratio, iters) = per_op(
@@ -893,7 +894,7 @@ fn conversion(table: &mut Table) {
                     black_box(&mut copy);
                 },
                 &mut |&mut ()| {
-                    planes.convert(&layout, &frame, layout.stride as usize);
+                    planes.convert(&layout, &frame, layout.stride() as usize);
                     black_box(&mut planes);
                 },
             );

@@ -2,11 +2,13 @@
 # The project's full test command (README "Test"): everything CI runs.
 #   1. rustfmt and clippy (pedantic, -D warnings) on the host build;
 #   2. cargo test: unit, property and scenario tests of the portable core;
-#   3. loom model checks of the frame pool (--cfg loom);
-#   4. Miri (the pinned nightly of scripts/nightly.env): the core's unit and
-#      integration tests again, interpreted and checked for undefined
-#      behaviour, with the property and sweep sizes they shrink under
-#      cfg(miri);
+#   3. the fuzz smoke: every cargo-fuzz target of fuzz/ briefly
+#      (scripts/fuzz.sh; nightly and cargo-fuzz installed when missing);
+#      then loom model checks of the frame pool (--cfg loom);
+#   4. Miri (the nightly of scripts/nightly.env, installed with its
+#      components when missing): the core's unit and integration tests
+#      again, interpreted and checked for undefined behaviour, with the
+#      proptest counts and sweep sizes they reduce under cfg(miri);
 #   5. the host simulator end to end, its y4m output checked frame by frame;
 #   6. the Linux cross-build of avscap.sys and its PE/import check
 #      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
@@ -39,16 +41,30 @@ mkdir -p target
 step "cargo test"
 cargo test 2>&1 | tee -a "$results"
 
+step "fuzz smoke (scripts/fuzz.sh): each cargo-fuzz target from its seeds, 200000 executions"
+# The fuzz crate is a workspace of its own: its fmt and clippy run here.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+CARGO_TARGET_DIR=fuzz/target/clippy cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+bash scripts/fuzz.sh all --runs 200000
+
 step "loom model checks"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool 2>&1 | tee -a "$results"
+# The models compile only under --cfg loom, so the plain clippy run above
+# never sees them: lint them here.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo clippy --release --test loom_pool -- -D warnings
+# Each model prints the executions loom explored (--nocapture).
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_pool -- --nocapture 2>&1 | tee -a "$results"
 
 step "Miri: the core's unit and integration tests for undefined behaviour"
 # shellcheck source=scripts/nightly.env
 source scripts/nightly.env
+# (The fuzz smoke may have installed the toolchain without them.)
 installed=$(rustup component list --toolchain "$AVSCAP_NIGHTLY" --installed 2>/dev/null || true)
-if ! grep -q '^miri' <<<"$installed" || ! grep -q '^rust-src' <<<"$installed"; then
+if [[ -z $installed ]]; then
     echo "installing: $AVSCAP_NIGHTLY with miri and rust-src" >&2
     rustup toolchain install "$AVSCAP_NIGHTLY" --profile minimal --component miri,rust-src
+elif ! grep -q '^miri' <<<"$installed" || ! grep -q '^rust-src' <<<"$installed"; then
+    echo "installing: miri and rust-src for $AVSCAP_NIGHTLY" >&2
+    rustup component add --toolchain "$AVSCAP_NIGHTLY" miri rust-src
 fi
 cargo +"$AVSCAP_NIGHTLY" miri setup
 # The lib's unit tests and every tests/*.rs (loom_pool is empty without
@@ -90,6 +106,30 @@ cmp "$out/packed.y4m" "$out/pitched.y4m"
 "$sim" --frames 30 --client-frames 2 --hold 3 --out "$out/starved.y4m" | tee "$out/starved.txt"
 python3 scripts/check_y4m.py "$out/starved.y4m" --width 640 --height 480 --fps 30 --frames 30
 grep -Eq '^frames dropped: [1-9][0-9]*$' "$out/starved.txt"
+# Refused flags: exit status 2, one line on stderr naming the flag, no file.
+refused() {
+    local flag=$1 rc=0
+    shift
+    rm -f "$out/refused.y4m"
+    "$sim" "$@" --out "$out/refused.y4m" >/dev/null 2>"$out/refused.txt" || rc=$?
+    if [ "$rc" -ne 2 ] || [ "$(wc -l <"$out/refused.txt")" -ne 1 ] ||
+        ! grep -q -- "^simulate: .*$flag" "$out/refused.txt" || [ -e "$out/refused.y4m" ]; then
+        echo "simulate $* (exit $rc) should refuse $flag in one line, writing nothing:" >&2
+        cat "$out/refused.txt" >&2
+        exit 1
+    fi
+}
+refused --frames --frames 0
+refused --frames --frames many
+refused --hold --hold 18446744073709551615
+refused --allocator-frames --allocator-frames 4294967295
+grep -q '4294967295 frames requested; at most 64$' "$out/refused.txt" # words, not Debug names
+refused --staging-slots --staging-slots 0
+refused --client-frames --path foreign --client-frames 100000000
+refused --client-frames --client-frames 0
+refused --client-pitch --path foreign --client-pitch 4294967295
+refused --allocator-frames --format rgb24 --size 3840x2160 --allocator-frames 64 --staging-slots 64
+refused --png --png "$out/no-such-directory/x.png"
 
 if [ "${AVSCAP_SKIP_CROSS:-0}" != 1 ]; then
     step "cross-build avscap.sys and check it"

@@ -6,7 +6,7 @@ use avscap::portable::capture_engine::{
     OPTIONSF_DATADISCONTINUITY, OPTIONSF_DURATIONVALID, OPTIONSF_TIMEVALID,
 };
 use avscap::portable::frame_pool::{FramePool, Region};
-use avscap::portable::framing::{plan, PAGE_SIZE};
+use avscap::portable::framing::{plan, Alignment};
 use avscap::portable::video_format::{default_format, DATA_RANGES};
 use proptest::prelude::*;
 
@@ -41,8 +41,8 @@ fn pools() -> (FramePool, FramePool) {
     let own = region.sub_region(0, 4 << 20).unwrap();
     let stage = region.sub_region(4 << 20, 4 << 20).unwrap();
     (
-        FramePool::with_plan(own, plan(4, IMAGE, PAGE_SIZE, &own).unwrap()),
-        FramePool::with_plan(stage, plan(2, IMAGE, PAGE_SIZE, &stage).unwrap()),
+        FramePool::with_plan(plan(4, IMAGE, Alignment::PAGE, &own).unwrap()),
+        FramePool::with_plan(plan(2, IMAGE, Alignment::PAGE, &stage).unwrap()),
     )
 }
 
@@ -50,7 +50,7 @@ fn pools() -> (FramePool, FramePool) {
 fn targets_always_available_means_no_drops_and_evenly_spaced_times() {
     for format in DATA_RANGES.iter().step_by(7) {
         let interval = format.frame_interval;
-        let image = format.layout().unwrap().image_size;
+        let image = format.layout().unwrap().image_size();
         let mut engine = CaptureEngine::<u32, 4>::new(interval, image).unwrap();
         let start = 123_456_789;
         engine.run(start);

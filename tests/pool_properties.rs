@@ -8,7 +8,7 @@
 
 use avscap::portable::frame_pool::{FramePool, FreeError, Region, MAX_POOL_FRAMES};
 use avscap::portable::framing::{
-    self, AllocatorFraming, FramingError, DEFAULT_PIN_FRAMES, MAX_FRAME_SIZE, PAGE_SIZE,
+    self, Alignment, AllocatorFraming, FramingError, DEFAULT_PIN_FRAMES, MAX_FRAME_SIZE, PAGE_SIZE,
     REQUEST_FLAGS,
 };
 use proptest::prelude::*;
@@ -55,10 +55,10 @@ proptest! {
     ) {
         let alignment = 1u32 << align_shift;
         let region = Region { virtual_base: 0x7700_0000 + 0x40, logical_base: 0x1_0000_0040, len: 4 << 20 };
-        let Ok(plan) = framing::plan(frames, frame_size, alignment, &region) else {
+        let Ok(plan) = framing::plan(frames, frame_size, Alignment::new(alignment).unwrap(), &region) else {
             return Ok(()); // does not fit: covered by the validator property
         };
-        let pool = FramePool::with_plan(region, plan);
+        let pool = FramePool::with_plan(plan);
         let mut held: BTreeMap<usize, avscap::portable::frame_pool::Frame> = BTreeMap::new();
         let mut freed: Vec<usize> = Vec::new();
         for op in ops {
@@ -146,10 +146,10 @@ proptest! {
         prop_assert_eq!(result.is_ok(), servable, "{:?}", result.as_ref().err());
 
         if let Ok(plan) = result {
-            prop_assert_eq!(plan.len % PAGE_SIZE as usize, 0);
+            prop_assert_eq!(plan.bytes() % PAGE_SIZE as usize, 0);
             prop_assert!(plan.overhead() < u64::from(PAGE_SIZE) * u64::from(count));
             // A buffer of exactly that length, as the shell allocates it.
-            let region = Region { virtual_base: base_page * 4096, logical_base: 0x1_0000_0000, len: plan.len };
+            let region = Region { virtual_base: base_page * 4096, logical_base: 0x1_0000_0000, len: plan.bytes() };
             let pool = FramePool::over(region, &plan).unwrap();
             let mut got = Vec::new();
             while let Some(f) = pool.allocate() {
@@ -190,19 +190,19 @@ fn a_pool_refuses_a_buffer_that_is_not_its_plans() {
     let short = Region {
         virtual_base: 0,
         logical_base: 0,
-        len: plan.len - 1,
+        len: plan.bytes() - 1,
     };
     assert_eq!(
         FramePool::over(short, &plan).unwrap_err(),
         FramingError::DoesNotFit {
-            needed: plan.len as u64,
-            available: plan.len as u64 - 1
+            needed: plan.bytes() as u64,
+            available: plan.bytes() as u64 - 1
         }
     );
     let unaligned = Region {
         virtual_base: 0x100,
         logical_base: 0x100,
-        len: plan.len + 4096,
+        len: plan.bytes() + 4096,
     };
     assert_eq!(
         FramePool::over(unaligned, &plan).unwrap_err(),

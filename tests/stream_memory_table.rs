@@ -20,12 +20,12 @@ fn mib(bytes: usize) -> String {
 
 /// Frame slots a stream reserves at most: staging plus the allocator's.
 fn frames(m: &StreamMemory) -> u32 {
-    m.staging.frames + m.allocator.frames
+    m.staging.frames() + m.allocator.frames()
 }
 
 /// Bytes reserved beyond the images those slots hold, per slot.
 fn overhead_per_frame(m: &StreamMemory) -> usize {
-    let images = frames(m) as usize * m.layout.image_size as usize;
+    let images = frames(m) as usize * m.layout.image_size() as usize;
     (m.allocator_path_bytes() - images) / frames(m) as usize
 }
 
@@ -34,15 +34,18 @@ fn overhead_is_under_one_page_per_frame() {
     for f in &DATA_RANGES {
         let m = StreamMemory::for_format(f).unwrap();
         for plan in [m.staging, m.allocator] {
-            assert_eq!(plan.frame_size, m.layout.image_size, "{f:?}");
-            let images = plan.frames as usize * m.layout.image_size as usize;
-            assert!(plan.len >= images, "{f:?}: the buffer holds every frame");
+            assert_eq!(plan.frame_size(), m.layout.image_size(), "{f:?}");
+            let images = plan.frames() as usize * m.layout.image_size() as usize;
             assert!(
-                plan.len - images < plan.frames as usize * 4096,
+                plan.bytes() >= images,
+                "{f:?}: the buffer holds every frame"
+            );
+            assert!(
+                plan.bytes() - images < plan.frames() as usize * 4096,
                 "{f:?}: {} bytes for {} frames of {}",
-                plan.len,
-                plan.frames,
-                m.layout.image_size
+                plan.bytes(),
+                plan.frames(),
+                m.layout.image_size()
             );
         }
         assert!(overhead_per_frame(&m) < 4096, "{f:?}");
@@ -68,9 +71,9 @@ fn table() -> String {
             f.pixel.name().to_uppercase(),
             f.width,
             f.height,
-            m.layout.image_size,
+            m.layout.image_size(),
             mib(m.copy_path_bytes()),
-            mib(m.allocator.len),
+            mib(m.allocator.bytes()),
             mib(m.allocator_path_bytes()),
             frames(&m),
             overhead_per_frame(&m),

@@ -16,13 +16,27 @@ pub struct HeapBuffer {
 }
 
 impl HeapBuffer {
-    /// A buffer of `len` bytes (a plan's `len`).
+    /// A buffer of `len` bytes (a plan's `bytes()`).
+    ///
+    /// # Panics
+    /// If the heap cannot hold it ([`HeapBuffer::try_new`] says so instead).
     #[must_use]
+    #[allow(dead_code)] // the benches' constructor; the simulator uses try_new
     pub fn new(len: usize) -> Self {
+        Self::try_new(len).unwrap_or_else(|| panic!("no memory for a buffer of {len} bytes"))
+    }
+
+    /// A buffer of `len` bytes, or `None` when the heap cannot hold it
+    /// (`len` plus a page overflows, or the allocation fails).
+    #[must_use]
+    pub fn try_new(len: usize) -> Option<Self> {
         let page = PAGE_SIZE as usize;
-        let bytes = vec![0u8; len + page];
+        let total = len.checked_add(page)?;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(total).ok()?;
+        bytes.resize(total, 0);
         let offset = (page - bytes.as_ptr() as usize % page) % page;
-        HeapBuffer { bytes, offset, len }
+        Some(HeapBuffer { bytes, offset, len })
     }
 
     /// The region a pool carves: this buffer's first byte and length.

@@ -39,7 +39,7 @@ impl Planes {
     /// Planes for a frame of `layout`'s size.
     #[must_use]
     pub fn new(layout: &FrameLayout) -> Self {
-        let (w, h) = (layout.width as usize, layout.height as usize);
+        let (w, h) = (layout.width() as usize, layout.height() as usize);
         Planes {
             y: vec![0; w * h],
             u: vec![0; w * h / 4],
@@ -64,9 +64,9 @@ impl Planes {
     /// If `frame` ends before the last row's pixels, or `stride` is smaller
     /// than a row's pixels.
     pub fn convert(&mut self, layout: &FrameLayout, frame: &[u8], stride: usize) {
-        let (w, h) = (layout.width as usize, layout.height as usize);
+        let (w, h) = (layout.width() as usize, layout.height() as usize);
         let (cw, ch) = (w / 2, h / 2);
-        let (rows, row_bytes) = match layout.pixel {
+        let (rows, row_bytes) = match layout.pixel() {
             PixelFormat::Nv12 => (h + ch, w),
             PixelFormat::Yuy2 => (h, 2 * w),
             PixelFormat::Rgb24 => (h, 3 * w),
@@ -86,7 +86,7 @@ impl Planes {
         let u_rows = self.u[..cw * ch].chunks_exact_mut(cw.max(1));
         let v_rows = self.v[..cw * ch].chunks_exact_mut(cw.max(1));
         let chroma_rows = u_rows.zip(v_rows);
-        match layout.pixel {
+        match layout.pixel() {
             PixelFormat::Nv12 => {
                 for (y_row, line) in y_rows.zip(frame.chunks(stride)) {
                     y_row.copy_from_slice(&line[..w]);
@@ -268,9 +268,9 @@ mod tests {
     /// The conversion as it was before it was rewritten for speed (kept
     /// verbatim as the reference the rewrite must match byte for byte).
     fn reference_convert(planes: &mut Planes, layout: &FrameLayout, frame: &[u8], stride: usize) {
-        let (w, h) = (layout.width as usize, layout.height as usize);
+        let (w, h) = (layout.width() as usize, layout.height() as usize);
         let cw = w / 2;
-        match layout.pixel {
+        match layout.pixel() {
             PixelFormat::Nv12 => {
                 for row in 0..h {
                     planes.y[row * w..(row + 1) * w]
@@ -360,8 +360,8 @@ mod tests {
 
     /// Rows a frame of `layout` spans (NV12: luma and chroma rows).
     fn rows(layout: &FrameLayout) -> usize {
-        let h = layout.height as usize;
-        match layout.pixel {
+        let h = layout.height() as usize;
+        match layout.pixel() {
             PixelFormat::Nv12 => h + h / 2,
             PixelFormat::Yuy2 | PixelFormat::Rgb24 => h,
         }
@@ -369,8 +369,8 @@ mod tests {
 
     /// Bytes of one row's pixels (what the conversion reads of a row).
     fn row_bytes(layout: &FrameLayout) -> usize {
-        let w = layout.width as usize;
-        match layout.pixel {
+        let w = layout.width() as usize;
+        match layout.pixel() {
             PixelFormat::Nv12 => w,
             PixelFormat::Yuy2 => 2 * w,
             PixelFormat::Rgb24 => 3 * w,
@@ -393,9 +393,9 @@ mod tests {
         got.convert(layout, frame, stride);
         let what = format!(
             "{} {}x{} stride {stride} len {}",
-            layout.pixel.name(),
-            layout.width,
-            layout.height,
+            layout.pixel().name(),
+            layout.width(),
+            layout.height(),
             frame.len()
         );
         assert!(got.y == want.y, "Y differs: {what}");
@@ -430,7 +430,7 @@ mod tests {
                 let Ok(layout) = FrameLayout::new(pixel, w, h) else {
                     continue;
                 };
-                let packed = layout.stride as usize;
+                let packed = layout.stride() as usize;
                 for stride in [packed, packed + 1, packed + 4, packed + 64, 2 * packed + 3] {
                     let full = rows(&layout) * stride;
                     let cut = full - stride + row_bytes(&layout);
@@ -447,7 +447,8 @@ mod tests {
                             dropped: 3,
                             path: image::DeliveryPath::Copied,
                         };
-                        if image::synthesize(&mut frame, &layout, layout.stride, &overlay).is_ok() {
+                        if image::synthesize(&mut frame, &layout, layout.stride(), &overlay).is_ok()
+                        {
                             check(&layout, &frame, stride);
                         }
                     }

@@ -25,16 +25,14 @@ use wdk_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 
-use super::bindings::{
-    framing_file_alignment, framing_requirements_flags, KSALLOCATOR_DISPATCH, PKSALLOCATOR_FRAMING,
-    PKSPIN,
-};
+use super::bindings::{KSALLOCATOR_DISPATCH, KSALLOCATOR_FRAMING, PKSALLOCATOR_FRAMING, PKSPIN};
 use super::capture_pin::PinContext;
 use super::device::{debug_print, DeviceContext};
 use super::dma_memory::CommonBuffer;
 use super::nonpaged::PoolBox;
 use crate::portable::frame_pool::FramePool;
-use crate::portable::framing::{allocator_plan, AllocatorFraming};
+use crate::portable::framing::allocator_plan;
+use crate::portable::ks_buffers::read_allocator_framing;
 
 /// One allocator instance: its pool, the buffer the pool carves, and the
 /// device it is registered with.
@@ -80,22 +78,21 @@ unsafe extern "C" fn initialize_allocator(
     let Some(device) = pin_context.device() else {
         return STATUS_DEVICE_NOT_READY;
     };
-    // SAFETY: ks.sys passes the framing from the create request it validated.
-    let f = unsafe { &*framing };
-    let request = AllocatorFraming {
-        flags: framing_requirements_flags(f),
-        pool_type: f.PoolType.cast_unsigned(),
-        frames: f.Frames,
-        frame_size: f.FrameSize,
-        file_alignment: framing_file_alignment(f),
-        reserved: f.Reserved,
+    // SAFETY: ks.sys passes the framing of the create request it captured:
+    // a whole, readable KSALLOCATOR_FRAMING; a u8 slice has no alignment
+    // requirement, and nothing writes it during this call.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(framing.cast::<u8>(), size_of::<KSALLOCATOR_FRAMING>())
+    };
+    let Some(request) = read_allocator_framing(bytes) else {
+        return STATUS_INVALID_PARAMETER;
     };
     let image = pin_context.hardware.image_size();
     let plan = match allocator_plan(&request, image) {
         Ok(plan) => plan,
         Err(e) => return e.ntstatus(),
     };
-    let Some(buffer) = device.dma.allocate(plan.len) else {
+    let Some(buffer) = device.dma.allocate(plan.bytes()) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     let pool = match FramePool::over(buffer.region(), &plan) {
@@ -137,9 +134,11 @@ unsafe extern "C" fn allocate_frame(context: PVOID) -> PVOID {
         .map_or(core::ptr::null_mut(), |f| f.virtual_address as PVOID)
 }
 
-/// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign, misplaced
-/// or doubled pointer is refused by the pool, which counts it and changes
-/// nothing.
+/// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign or
+/// misplaced pointer, or a second free of a slot that is still free, is
+/// refused by the pool, which counts it and changes nothing. (A second free
+/// that arrives after the slot was handed out again cannot be told from the
+/// new holder's: the pool knows slots only by address.)
 ///
 /// IRQL: ≤ DISPATCH_LEVEL.
 unsafe extern "C" fn free_frame(context: PVOID, frame: PVOID) {

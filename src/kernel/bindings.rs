@@ -288,28 +288,10 @@ assert_layout!(KSPROPERTY_SET, size 40;
 // union's size or smaller, read from initialised memory, so every read is
 // of a valid value. Writes to a `Copy` union member are safe Rust.
 
-/// `KSALLOCATOR_FRAMING.RequirementsFlags` (a union with `OptionsFlags`, the
-/// same bits): the `KSALLOCATOR_REQUIREMENTF_*` / `KSALLOCATOR_OPTIONF_*`
-/// flags.
-#[must_use]
-pub const fn framing_requirements_flags(framing: &KSALLOCATOR_FRAMING) -> u32 {
-    // SAFETY: both members of this union are `ULONG`s at offset 0 (asserted
-    // above); the struct is initialised, so the 4 bytes are a valid `u32`.
-    unsafe { framing.__bindgen_anon_1.RequirementsFlags }
-}
-
-/// `KSALLOCATOR_FRAMING.FileAlignment`: the alignment mask (bytes − 1) the
-/// allocator must honour (brief §2.6). In the WDK it shares its slot with
-/// `LONG FramePitch`.
-#[must_use]
-pub const fn framing_file_alignment(framing: &KSALLOCATOR_FRAMING) -> u32 {
-    // SAFETY: `FileAlignment` and `FramePitch` are both 32-bit integers at
-    // offset 16 (asserted above); the struct is initialised, so the 4 bytes
-    // are a valid `u32`.
-    unsafe { framing.__bindgen_anon_2.FileAlignment }
-}
-
-/// Sets `KSALLOCATOR_FRAMING.FileAlignment` (see [`framing_file_alignment`]).
+/// Sets `KSALLOCATOR_FRAMING.FileAlignment`: the alignment mask (bytes − 1)
+/// the allocator must honour (brief §2.6). In the WDK it shares its slot
+/// with `LONG FramePitch`. (The driver reads a client's framing from its
+/// bytes: `portable::ks_buffers::read_allocator_framing`.)
 pub const fn set_framing_file_alignment(framing: &mut KSALLOCATOR_FRAMING, mask: u32) {
     framing.__bindgen_anon_2.FileAlignment = mask;
 }

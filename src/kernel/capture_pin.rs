@@ -213,7 +213,7 @@ unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
         return Err(STATUS_INVALID_PARAMETER);
     }
     // SAFETY: as above.
-    let proposed = unsafe { read_format(format) };
+    let proposed = unsafe { read_format(format) }.map_err(FormatError::ntstatus)?;
     validate_format(&proposed).map_err(FormatError::ntstatus)
 }
 
@@ -569,7 +569,10 @@ unsafe extern "C" fn intersect_handler(
         return STATUS_NO_MATCH;
     };
     // SAFETY: ks.sys checked the caller's range against the request buffer.
-    let client = unsafe { read_client_range(caller_range) };
+    let client = match unsafe { read_client_range(caller_range) } {
+        Ok(c) => c,
+        Err(e) => return e.ntstatus(),
+    };
     let format = match intersect(&client, &ours) {
         Ok(f) => f,
         Err(e) => return e.ntstatus(),

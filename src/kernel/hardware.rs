@@ -288,10 +288,10 @@ impl Hardware {
         let device = self.device().ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
         let buffer = device
             .dma
-            .allocate(plan.len)
+            .allocate(plan.bytes())
             .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
         let pool = FramePool::over(buffer.region(), &plan).map_err(FramingError::ntstatus)?;
-        let engine = Engine::new(format.frame_interval, layout.image_size)
+        let engine = Engine::new(format.frame_interval, layout.image_size())
             .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
         let mut clock: PIKSREFERENCECLOCK = null_mut();
         // SAFETY: live pin at PASSIVE_LEVEL; on success the interface comes
@@ -449,7 +449,7 @@ impl Hardware {
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn image_size(&self) -> u32 {
-        self.shared.lock().layout.image_size
+        self.shared.lock().layout.image_size()
     }
 
     /// Totals of the current (or last) stream.
@@ -498,9 +498,9 @@ impl Hardware {
         let routed = match self.device() {
             Some(device) => {
                 let live = device.allocators.lock();
-                route_frame(live.pools(), &staging.pool, client, layout.image_size)
+                route_frame(live.pools(), &staging.pool, client, layout.image_size())
             }
-            None => route_frame(None, &staging.pool, client, layout.image_size),
+            None => route_frame(None, &staging.pool, client, layout.image_size()),
         };
         let dma = match routed {
             Ok(dma) => dma,
@@ -668,7 +668,7 @@ impl Hardware {
             dma,
             client,
         } = target;
-        let image = layout.image_size as usize;
+        let image = layout.image_size() as usize;
         let frame = dma.frame();
         // SAFETY: the frame is a slot of a common buffer of ours (an
         // allocator frame or a staging slot) of at least `image` bytes (its
@@ -677,10 +677,10 @@ impl Hardware {
         // target out once.
         let pixels =
             unsafe { core::slice::from_raw_parts_mut(frame.virtual_address as *mut u8, image) };
-        let written = synthesize(pixels, layout, layout.stride, &overlay).is_ok();
+        let written = synthesize(pixels, layout, layout.stride(), &overlay).is_ok();
         let mut data_used = 0;
         if written {
-            data_used = layout.image_size;
+            data_used = layout.image_size();
             if let Some(plan) = copy {
                 // SAFETY: the client frame Process recorded, locked and
                 // mapped while its clone lives, `client.extent` bytes long;

@@ -10,13 +10,15 @@
 use wdk_sys::GUID;
 
 use super::bindings::{
-    KSDATAFORMAT, KSDATARANGE, KS_BITMAPINFOHEADER, KS_DATAFORMAT_VIDEOINFOHEADER,
-    KS_DATARANGE_VIDEO, KS_VIDEOINFOHEADER, KS_VIDEO_STREAM_CONFIG_CAPS, PKSDATARANGE,
+    KSALLOCATOR_FRAMING, KSDATAFORMAT, KSDATARANGE, KS_BITMAPINFOHEADER,
+    KS_DATAFORMAT_VIDEOINFOHEADER, KS_DATARANGE_VIDEO, KS_VIDEOINFOHEADER,
+    KS_VIDEO_STREAM_CONFIG_CAPS, PKSDATARANGE,
 };
 use super::driver_entry::KsTable;
 use crate::portable::guid::{Guid, KSDATAFORMAT_SPECIFIER_VIDEOINFO, KSDATAFORMAT_TYPE_VIDEO};
+use crate::portable::ks_buffers::{self, allocator_framing, data_format, video, video_info_header};
 use crate::portable::video_format::{
-    ClientRange, ClientVideoRange, ProposedFormat, VideoFormat, VideoInfo, BITMAPINFOHEADER_SIZE,
+    ClientRange, FormatError, ProposedFormat, VideoFormat, VideoInfo, BITMAPINFOHEADER_SIZE,
     DATA_RANGES, DATA_RANGE_COUNT, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
 };
 
@@ -28,11 +30,6 @@ pub(crate) const fn to_guid(g: Guid) -> GUID {
         Data3: g.data3,
         Data4: g.data4,
     }
-}
-
-/// The WDK's GUID as the core's.
-pub(crate) const fn from_guid(g: &GUID) -> Guid {
-    Guid::new(g.Data1, g.Data2, g.Data3, g.Data4)
 }
 
 /// `sizeof` as the `ULONG` KS size fields take (all KS structs are far below 4 GiB).
@@ -166,106 +163,52 @@ pub(crate) fn our_range(range: *const KSDATARANGE) -> Option<VideoFormat> {
     DATA_RANGES.get(offset / size).copied()
 }
 
-/// The header fields every KS format and range starts with.
-fn guids(header: &KSDATAFORMAT) -> (u32, u32, Guid, Guid, Guid) {
-    // SAFETY: both members of the KSDATAFORMAT union cover the same
-    // initialised bytes; the struct member is plain integers and GUIDs, so
-    // any bytes are a valid value.
-    let h = unsafe { &header.__bindgen_anon_1 };
-    (
-        h.FormatSize,
-        h.SampleSize,
-        from_guid(&h.MajorFormat),
-        from_guid(&h.SubFormat),
-        from_guid(&h.Specifier),
-    )
-}
-
-fn video_info(vih: &KS_VIDEOINFOHEADER) -> VideoInfo {
-    let b = &vih.bmiHeader;
-    VideoInfo {
-        bit_rate: vih.dwBitRate,
-        avg_time_per_frame: vih.AvgTimePerFrame,
-        width: b.biWidth,
-        height: b.biHeight,
-        planes: b.biPlanes,
-        bit_count: b.biBitCount,
-        compression: b.biCompression,
-        size_image: b.biSizeImage,
-    }
-}
-
-/// Reads a client's proposed format for the core's validator.
+/// The bytes of a client's format or range: `FormatSize` of them.
 ///
 /// # Safety
-/// `format` points at a readable format of at least `FormatSize` bytes and
-/// at least `sizeof(KSDATAFORMAT)` (ks.sys checks both before it calls the
-/// pin with a format).
-pub(crate) unsafe fn read_format(format: *const KSDATAFORMAT) -> ProposedFormat {
-    // SAFETY: the caller guarantees the header is readable; it may be
-    // unaligned in a client's buffer, hence read_unaligned.
-    let header = unsafe { format.read_unaligned() };
-    let (format_size, sample_size, major, sub, specifier) = guids(&header);
-    let mut proposed = ProposedFormat {
-        format_size,
-        sample_size,
-        major,
-        sub,
-        specifier,
-        bi_size: 0,
-        info: VideoInfo {
-            bit_rate: 0,
-            avg_time_per_frame: 0,
-            width: 0,
-            height: 0,
-            planes: 0,
-            bit_count: 0,
-            compression: 0,
-            size_image: 0,
-        },
-    };
-    // Only a buffer that holds the whole video header is read further; a
-    // shorter one goes to the validator as is and is refused there.
-    if format_size >= KS_DATAFORMAT_VIDEOINFOHEADER_SIZE {
-        // SAFETY: the caller guarantees FormatSize readable bytes, and they
-        // cover a KS_DATAFORMAT_VIDEOINFOHEADER.
-        let full = unsafe {
-            format
-                .cast::<KS_DATAFORMAT_VIDEOINFOHEADER>()
-                .read_unaligned()
-        };
-        proposed.bi_size = full.VideoInfoHeader.bmiHeader.biSize;
-        proposed.info = video_info(&full.VideoInfoHeader);
-    }
-    proposed
+/// `header` points at a readable `KSDATAFORMAT` (possibly unaligned)
+/// followed by the rest of its `FormatSize` bytes, all readable and
+/// unchanging for `'a`: ks.sys checks `FormatSize` against the buffer it
+/// captured before it hands a format or range to the pin.
+unsafe fn client_bytes<'a>(header: *const KSDATAFORMAT) -> &'a [u8] {
+    // SAFETY: the caller guarantees a readable header; it may be unaligned
+    // in a client's buffer, hence read_unaligned.
+    let size = unsafe { header.cast::<u32>().read_unaligned() };
+    // SAFETY: `FormatSize` readable bytes from `header` (the caller's
+    // guarantee); a u8 slice has no alignment requirement; nothing writes
+    // them while the request is being handled.
+    unsafe { core::slice::from_raw_parts(header.cast::<u8>(), size as usize) }
 }
 
-/// Reads a client's data range for the core's intersection.
+/// Reads a client's proposed format for the core's validator (the core's
+/// [`ks_buffers::read_data_format`] over the format's bytes).
+///
+/// # Errors
+/// The core's [`FormatError`] for a `FormatSize` below the header.
 ///
 /// # Safety
-/// As [`read_format`]: `range` holds `FormatSize` readable bytes (ks.sys
-/// checks each range of a multiple-item request against the request size).
-pub(crate) unsafe fn read_client_range(range: *const KSDATARANGE) -> ClientRange {
-    // SAFETY: the caller guarantees the header is readable.
-    let header = unsafe { range.read_unaligned() };
-    let (format_size, _, major, sub, specifier) = guids(&header);
-    let video = (format_size >= ulong_size_of::<KS_DATARANGE_VIDEO>()
-        && specifier == KSDATAFORMAT_SPECIFIER_VIDEOINFO)
-        .then(|| {
-            // SAFETY: FormatSize readable bytes cover a KS_DATARANGE_VIDEO.
-            let v = unsafe { range.cast::<KS_DATARANGE_VIDEO>().read_unaligned() };
-            let b = &v.VideoInfoHeader.bmiHeader;
-            ClientVideoRange {
-                width: b.biWidth,
-                height: b.biHeight,
-                bit_count: b.biBitCount,
-                compression: b.biCompression,
-                avg_time_per_frame: v.VideoInfoHeader.AvgTimePerFrame,
-                min_frame_interval: v.ConfigCaps.MinFrameInterval,
-                max_frame_interval: v.ConfigCaps.MaxFrameInterval,
-            }
-        });
-    ClientRange::from_guids(major, sub, specifier, video)
+/// As [`client_bytes`].
+pub(crate) unsafe fn read_format(
+    format: *const KSDATAFORMAT,
+) -> Result<ProposedFormat, FormatError> {
+    // SAFETY: the caller's guarantee.
+    ks_buffers::read_data_format(unsafe { client_bytes(format) })
+}
+
+/// Reads a client's data range for the core's intersection (the core's
+/// [`ks_buffers::read_data_range`] over the range's bytes).
+///
+/// # Errors
+/// The core's [`FormatError`] for a `FormatSize` below the header.
+///
+/// # Safety
+/// As [`client_bytes`] (ks.sys checks each range of a multiple-item request
+/// against the request size).
+pub(crate) unsafe fn read_client_range(
+    range: *const KSDATARANGE,
+) -> Result<ClientRange, FormatError> {
+    // SAFETY: the caller's guarantee.
+    ks_buffers::read_data_range(unsafe { client_bytes(range) })
 }
 
 /// The `KS_DATAFORMAT_VIDEOINFOHEADER` for a format (the intersect handler's
@@ -297,7 +240,7 @@ const _: () = {
         // initialised bytes, all integers and GUIDs.
         let header = unsafe { r.DataRange.__bindgen_anon_1 };
         assert!(header.FormatSize == ulong_size_of::<KS_DATARANGE_VIDEO>());
-        assert!(header.SampleSize == layout.image_size);
+        assert!(header.SampleSize == layout.image_size());
         assert!(header.MajorFormat.Data1 == KSDATAFORMAT_TYPE_VIDEO.data1);
         assert!(header.SubFormat.Data1 == f.pixel.subtype().data1);
         assert!(header.SubFormat.Data2 == f.pixel.subtype().data2);
@@ -315,7 +258,51 @@ const _: () = {
         assert!(vih.bmiHeader.biWidth == info.width && vih.bmiHeader.biHeight == info.height);
         assert!(vih.bmiHeader.biBitCount == f.pixel.bit_count());
         assert!(vih.bmiHeader.biCompression == f.pixel.compression());
-        assert!(vih.bmiHeader.biSizeImage == layout.image_size);
+        assert!(vih.bmiHeader.biSizeImage == layout.image_size());
         i += 1;
     }
+};
+
+// The core reads client buffers at fixed offsets (portable::ks_buffers):
+// each one is checked here against the compiler's layout of the bindings,
+// so a header set that lays a structure out differently fails the build.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    type Vih = KS_VIDEOINFOHEADER;
+    assert!(offset_of!(KSDATAFORMAT, __bindgen_anon_1.FormatSize) == data_format::FORMAT_SIZE);
+    assert!(offset_of!(KSDATAFORMAT, __bindgen_anon_1.SampleSize) == data_format::SAMPLE_SIZE);
+    assert!(offset_of!(KSDATAFORMAT, __bindgen_anon_1.MajorFormat) == data_format::MAJOR_FORMAT);
+    assert!(offset_of!(KSDATAFORMAT, __bindgen_anon_1.SubFormat) == data_format::SUB_FORMAT);
+    assert!(offset_of!(KSDATAFORMAT, __bindgen_anon_1.Specifier) == data_format::SPECIFIER);
+    assert!(size_of::<KSDATAFORMAT>() == data_format::SIZE);
+    assert!(offset_of!(Vih, dwBitRate) == video_info_header::BIT_RATE);
+    assert!(offset_of!(Vih, AvgTimePerFrame) == video_info_header::AVG_TIME_PER_FRAME);
+    assert!(offset_of!(Vih, bmiHeader.biSize) == video_info_header::BI_SIZE);
+    assert!(offset_of!(Vih, bmiHeader.biWidth) == video_info_header::BI_WIDTH);
+    assert!(offset_of!(Vih, bmiHeader.biHeight) == video_info_header::BI_HEIGHT);
+    assert!(offset_of!(Vih, bmiHeader.biPlanes) == video_info_header::BI_PLANES);
+    assert!(offset_of!(Vih, bmiHeader.biBitCount) == video_info_header::BI_BIT_COUNT);
+    assert!(offset_of!(Vih, bmiHeader.biCompression) == video_info_header::BI_COMPRESSION);
+    assert!(offset_of!(Vih, bmiHeader.biSizeImage) == video_info_header::BI_SIZE_IMAGE);
+    assert!(
+        offset_of!(KS_DATAFORMAT_VIDEOINFOHEADER, VideoInfoHeader)
+            == video::FORMAT_VIDEO_INFO_HEADER
+    );
+    assert!(
+        offset_of!(KS_DATARANGE_VIDEO, ConfigCaps.MinFrameInterval)
+            == video::RANGE_MIN_FRAME_INTERVAL
+    );
+    assert!(
+        offset_of!(KS_DATARANGE_VIDEO, ConfigCaps.MaxFrameInterval)
+            == video::RANGE_MAX_FRAME_INTERVAL
+    );
+    assert!(offset_of!(KS_DATARANGE_VIDEO, VideoInfoHeader) == video::RANGE_VIDEO_INFO_HEADER);
+    assert!(size_of::<KS_DATARANGE_VIDEO>() == video::RANGE_SIZE);
+    assert!(size_of::<KSALLOCATOR_FRAMING>() == allocator_framing::SIZE);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, PoolType) == allocator_framing::POOL_TYPE);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, Frames) == allocator_framing::FRAMES);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, FrameSize) == allocator_framing::FRAME_SIZE);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, __bindgen_anon_1) == allocator_framing::FLAGS);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, __bindgen_anon_2) == allocator_framing::FILE_ALIGNMENT);
+    assert!(offset_of!(KSALLOCATOR_FRAMING, Reserved) == allocator_framing::RESERVED);
 };

@@ -123,7 +123,7 @@ impl<C> Target<C> {
     #[must_use]
     pub fn data_used(&self, layout: &FrameLayout) -> u32 {
         self.copy_plan(layout)
-            .map_or(layout.image_size, |plan| plan.data_used)
+            .map_or(layout.image_size(), |plan| plan.data_used)
     }
 }
 
@@ -140,6 +140,19 @@ pub enum RouteError {
     /// The frame is foreign and every staging slot is in flight: pend and
     /// retry when a frame completes.
     NoStagingSlot,
+}
+
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            RouteError::FrameTooSmall { have, need } => write!(
+                f,
+                "the client frame has {have} bytes; the image needs {need}"
+            ),
+            RouteError::NoStagingSlot => f.write_str("every staging slot is in flight"),
+        }
+    }
 }
 
 /// Decides where the hardware writes a client frame at `data` with
@@ -204,14 +217,14 @@ impl CopyPlan {
     /// always fits a frame Process accepted (`extent ≥ image size`).
     #[must_use]
     pub fn new(layout: &FrameLayout, surface_pitch: i32, extent: u32) -> Self {
-        let stride = layout.stride.max(1);
-        let rows = layout.image_size / stride;
+        let stride = layout.stride().max(1);
+        let rows = layout.image_size() / stride;
         let packed = CopyPlan {
             rows: 1,
-            row_bytes: layout.image_size,
-            source_stride: layout.image_size,
-            dest_pitch: layout.image_size,
-            data_used: layout.image_size,
+            row_bytes: layout.image_size(),
+            source_stride: layout.image_size(),
+            dest_pitch: layout.image_size(),
+            data_used: layout.image_size(),
         };
         let pitch = surface_pitch.unsigned_abs();
         if pitch <= stride {
@@ -289,6 +302,12 @@ impl CopyPlan {
 /// plan's rows reach, or a plan whose rows overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyTooShort;
+
+impl core::fmt::Display for CopyTooShort {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a copy's source or destination is shorter than its rows reach")
+    }
+}
 
 /// A due frame, as the delivery work item fills and completes it: the target
 /// and what its stream header and `KS_FRAME_INFO` carry.
@@ -421,6 +440,39 @@ pub enum EngineError {
     BadInterval,
     /// `DEPTH` is 0.
     NoQueue,
+}
+
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            EngineError::BadInterval => "the frame interval is not positive",
+            EngineError::NoQueue => "the target queue has no room (depth 0)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod error_display {
+    use super::{CopyTooShort, EngineError, RouteError};
+
+    #[test]
+    fn route_error_names_the_numbers() {
+        let s = RouteError::FrameTooSmall {
+            have: 1000,
+            need: 460_800,
+        }
+        .to_string();
+        assert_eq!(s, "the client frame has 1000 bytes; the image needs 460800");
+        assert!(RouteError::NoStagingSlot.to_string().contains("staging"));
+    }
+
+    #[test]
+    fn engine_and_copy_errors_are_sentences() {
+        assert!(EngineError::BadInterval.to_string().contains("interval"));
+        assert!(EngineError::NoQueue.to_string().contains("depth 0"));
+        assert!(CopyTooShort.to_string().contains("shorter"));
+    }
 }
 
 /// A bounded FIFO of `DEPTH` entries in an array.
@@ -672,7 +724,7 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 mod tests {
     use super::*;
     use crate::portable::frame_pool::Region;
-    use crate::portable::framing::{plan, PAGE_SIZE};
+    use crate::portable::framing::{plan, Alignment};
     use crate::portable::video_format::PixelFormat;
 
     const I: i64 = 333_333;
@@ -871,13 +923,13 @@ mod tests {
     #[allow(clippy::std_instead_of_alloc)]
     fn copy_writes_rows_at_the_pitch_and_nothing_else() {
         let l = FrameLayout::new(PixelFormat::Nv12, 64, 16).unwrap();
-        let source: std::vec::Vec<u8> = (0..l.image_size).map(|i| (i % 251) as u8).collect();
+        let source: std::vec::Vec<u8> = (0..l.image_size()).map(|i| (i % 251) as u8).collect();
         for pitch in [0, 64, 80, 4096] {
-            let rows = l.image_size / l.stride;
+            let rows = l.image_size() / l.stride();
             let extent = if pitch > 64 {
                 pitch * rows
             } else {
-                l.image_size
+                l.image_size()
             };
             let plan = CopyPlan::new(&l, i32::try_from(pitch).unwrap(), extent);
             let mut dest = std::vec![0xeeu8; extent as usize + 7];
@@ -900,7 +952,7 @@ mod tests {
     fn copy_refuses_short_buffers_and_overlapping_rows_without_writing() {
         let l = FrameLayout::new(PixelFormat::Yuy2, 32, 8).unwrap();
         let plan = CopyPlan::new(&l, 100, 800);
-        let source = std::vec![1u8; l.image_size as usize];
+        let source = std::vec![1u8; l.image_size() as usize];
         let mut dest = std::vec![0u8; 799];
         assert_eq!(plan.copy(&source, &mut dest), Err(CopyTooShort));
         assert_eq!(plan.copy(&source[1..], &mut [0u8; 800]), Err(CopyTooShort));
@@ -940,7 +992,7 @@ mod tests {
         let l = FrameLayout::new(PixelFormat::Nv12, 320, 240).unwrap();
         // No pitch, the packed stride, or a narrower one: one block.
         for pitch in [0, 320, 200, -320] {
-            let p = CopyPlan::new(&l, pitch, l.image_size);
+            let p = CopyPlan::new(&l, pitch, l.image_size());
             assert!(p.is_packed(), "{pitch}");
             assert_eq!((p.rows, p.row_bytes, p.data_used), (1, 115_200, 115_200));
         }
@@ -948,7 +1000,7 @@ mod tests {
         let p = CopyPlan::new(&l, 512, 512 * 360);
         assert_eq!((p.rows, p.row_bytes, p.data_used), (360, 320, 512 * 360));
         assert_eq!((p.source_stride, p.dest_pitch), (320, 512));
-        assert_eq!(p.bytes_copied(), u64::from(l.image_size));
+        assert_eq!(p.bytes_copied(), u64::from(l.image_size()));
         // A negative pitch is read by its size.
         assert_eq!(CopyPlan::new(&l, -512, 512 * 360), p);
         // One byte short of the pitched extent: packed, never past the frame.
@@ -972,7 +1024,7 @@ mod tests {
         t.dma = DmaTarget::Direct(frame(0));
         assert_eq!(
             (t.copy_plan(&rgb), t.data_used(&rgb)),
-            (None, rgb.image_size)
+            (None, rgb.image_size())
         );
     }
 
@@ -985,11 +1037,9 @@ mod tests {
         };
         let own_region = region.sub_region(0, 1 << 19).unwrap();
         let staging_region = region.sub_region(1 << 19, 1 << 19).unwrap();
-        let own = FramePool::with_plan(own_region, plan(2, 5000, PAGE_SIZE, &own_region).unwrap());
-        let staging = FramePool::with_plan(
-            staging_region,
-            plan(1, 5000, PAGE_SIZE, &staging_region).unwrap(),
-        );
+        let own = FramePool::with_plan(plan(2, 5000, Alignment::PAGE, &own_region).unwrap());
+        let staging =
+            FramePool::with_plan(plan(1, 5000, Alignment::PAGE, &staging_region).unwrap());
         let at = |address, extent| ClientBuffer {
             address,
             extent,
@@ -1016,7 +1066,7 @@ mod tests {
         // A pointer inside our region that is not an allocated frame is
         // treated as foreign, never written in place.
         staging.free(t.frame().virtual_address).unwrap();
-        let unallocated = own.plan().slot_size as usize + mine.virtual_address;
+        let unallocated = own.plan().slot_size() as usize + mine.virtual_address;
         assert!(matches!(
             route_frame([&own], &staging, at(unallocated, 5000), 5000),
             Ok(DmaTarget::Staging(_))
@@ -1028,10 +1078,7 @@ mod tests {
             logical_base: 0x80_0000,
             len: 1 << 19,
         };
-        let other = FramePool::with_plan(
-            other_region,
-            plan(1, 5000, PAGE_SIZE, &other_region).unwrap(),
-        );
+        let other = FramePool::with_plan(plan(1, 5000, Alignment::PAGE, &other_region).unwrap());
         let theirs = other.allocate().unwrap();
         assert_eq!(
             route_frame(

@@ -24,14 +24,14 @@ use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::framing::{self, BufferPlan, FramingError, PoolPlan, PAGE_SIZE};
+use super::framing::{self, Alignment, BufferPlan, FramingError, PoolPlan};
 
 /// Most slots one pool tracks (one bit each in a 64-bit word).
 pub const MAX_POOL_FRAMES: u32 = 64;
 
 /// The inverse of an odd `n` modulo 2⁶⁴ (Newton's iteration: each step
 /// doubles the correct low bits, from 3 for `n` itself). 1 for an even `n`
-/// (only 0, the empty pool's slot size, reaches here even).
+/// (never reached: the pool passes the odd part of a slot size ≥ 1).
 const fn odd_inverse(n: u64) -> u64 {
     if n.is_multiple_of(2) {
         return 1;
@@ -97,6 +97,34 @@ pub enum FreeError {
     NotAllocated,
 }
 
+/// A short sentence for a person (a log line, the simulator's errors).
+impl core::fmt::Display for FreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FreeError::Foreign => "the address is outside the pool's slots",
+            FreeError::NotSlotStart => "the address is not the start of a slot",
+            FreeError::NotAllocated => "the slot is not allocated",
+        })
+    }
+}
+
+#[cfg(test)]
+mod free_error_display {
+    use super::FreeError;
+
+    #[test]
+    fn every_error_is_a_sentence() {
+        for e in [
+            FreeError::Foreign,
+            FreeError::NotSlotStart,
+            FreeError::NotAllocated,
+        ] {
+            let s = e.to_string();
+            assert!(s.starts_with("the ") && s.contains("slot"), "{e:?}: {s}");
+        }
+    }
+}
+
 /// The pool. See the module documentation for its concurrency contract.
 ///
 /// # Cost
@@ -110,13 +138,12 @@ pub enum FreeError {
 /// `benches/ratios.rs` measures the pair against two bare compare-and-swaps.
 #[derive(Debug)]
 pub struct FramePool {
-    region: Region,
     plan: PoolPlan,
     /// Virtual address of slot 0.
     start: u64,
     /// Logical address of slot 0.
     logical_start: u64,
-    /// `plan.slot_size` (0 only for an empty pool).
+    /// `plan.slot_size()`, at least 1.
     slot: u64,
     /// `slot = odd · 2^shift`; `inverse · odd ≡ 1 (mod 2⁶⁴)`: see
     /// [`FramePool::slot_of`].
@@ -142,40 +169,34 @@ impl FramePool {
     /// [`FramingError::RegionMisaligned`] or [`FramingError::DoesNotFit`]
     /// for a region that is not such a buffer.
     pub fn over(region: Region, plan: &BufferPlan) -> Result<Self, FramingError> {
-        let pool_plan = framing::plan(plan.frames, plan.frame_size, PAGE_SIZE, &region)?;
-        if pool_plan.first_offset != 0 {
+        let pool_plan = framing::plan(plan.frames(), plan.frame_size(), Alignment::PAGE, &region)?;
+        if pool_plan.first_offset() != 0 {
             return Err(FramingError::RegionMisaligned);
         }
-        Ok(Self::with_plan(region, pool_plan))
+        Ok(Self::with_plan(pool_plan))
     }
 
-    /// Builds a pool from a plan made for `region` by [`framing::plan`].
-    ///
-    /// # Panics
-    /// Never for plans those functions made for this region; a hand-made plan
-    /// that does not fit the region is clamped to the slots that do fit.
+    /// Builds a pool from a plan [`framing::plan`] made (the only way to get
+    /// a [`PoolPlan`]): 1..=64 slots of at least the frame size, every slot
+    /// inside the plan's region with addresses that do not wrap. Nothing
+    /// is checked again here.
     #[must_use]
-    pub fn with_plan(region: Region, mut plan: PoolPlan) -> Self {
-        // Defensive: never describe a slot past the region or past 64 bits.
-        let slot = u64::from(plan.slot_size);
-        let room = (region.len as u64).saturating_sub(u64::from(plan.first_offset)) / slot.max(1);
-        #[allow(clippy::cast_possible_truncation)]
-        let fit = room.min(u64::from(MAX_POOL_FRAMES)) as u32;
-        plan.frames = if slot == 0 { 0 } else { plan.frames.min(fit) };
-        let full = if plan.frames >= 64 {
+    pub fn with_plan(plan: PoolPlan) -> Self {
+        let frames = plan.frames();
+        let full = if frames >= 64 {
             u64::MAX
         } else {
-            (1u64 << plan.frames) - 1
+            (1u64 << frames) - 1
         };
-        // 0 for an empty pool's slot size of 0 (its inverse is then unused).
-        let shift = slot.trailing_zeros() % 64;
+        let slot = u64::from(plan.slot_size());
+        let shift = slot.trailing_zeros();
+        let region = plan.region();
         FramePool {
-            region,
-            plan,
-            start: (region.virtual_base as u64).wrapping_add(u64::from(plan.first_offset)),
+            start: (region.virtual_base as u64).wrapping_add(u64::from(plan.first_offset())),
             logical_start: region
                 .logical_base
-                .wrapping_add(u64::from(plan.first_offset)),
+                .wrapping_add(u64::from(plan.first_offset())),
+            plan,
             slot,
             shift,
             inverse: odd_inverse(slot >> shift),
@@ -196,12 +217,12 @@ impl FramePool {
     /// The region the pool carves.
     #[must_use]
     pub fn region(&self) -> &Region {
-        &self.region
+        self.plan.region()
     }
 
     fn frame(&self, index: u32) -> Frame {
-        // In range by construction: `with_plan` keeps every slot inside the
-        // region, and the planners checked the address sums.
+        // In range by construction: `framing::plan` kept every slot inside
+        // the region and checked that no slot address wraps.
         let offset = u64::from(index) * self.slot;
         #[allow(clippy::cast_possible_truncation)]
         let virtual_address = self.start.wrapping_add(offset) as usize;
@@ -209,12 +230,13 @@ impl FramePool {
             virtual_address,
             logical_address: self.logical_start.wrapping_add(offset),
             index,
-            len: self.plan.frame_size,
+            len: self.plan.frame_size(),
         }
     }
 
     /// Takes a free slot, or returns `None` when all are out (and counts the
     /// failure). Never blocks; IRQL ≤ DISPATCH_LEVEL safe.
+    #[must_use = "a frame dropped here stays out until its address is freed"]
     pub fn allocate(&self) -> Option<Frame> {
         let full = self.full;
         let mut current = self.allocated.load(Ordering::Acquire);
@@ -270,14 +292,14 @@ impl FramePool {
         // slot. So one comparison against the slot count accepts exactly
         // the slot starts of this pool.
         let index = offset.wrapping_mul(self.inverse).rotate_right(self.shift);
-        if index < u64::from(self.plan.frames) {
+        if index < u64::from(self.plan.frames()) {
             // Below 64.
             #[allow(clippy::cast_possible_truncation)]
             return Ok(index as u32);
         }
         // Refused: say why (the slow path, only for bad pointers). At most
         // 64 slots of at most 4 GiB: the product does not overflow.
-        if offset >= self.slot * u64::from(self.plan.frames) {
+        if offset >= self.slot * u64::from(self.plan.frames()) {
             Err(FreeError::Foreign)
         } else {
             Err(FreeError::NotSlotStart)
@@ -327,7 +349,7 @@ impl FramePool {
     /// Number of slots.
     #[must_use]
     pub fn capacity(&self) -> u32 {
-        self.plan.frames
+        self.plan.frames()
     }
 
     /// Slots handed out now.
@@ -358,7 +380,7 @@ impl FramePool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::portable::framing::{plan, PAGE_SIZE};
+    use crate::portable::framing::plan;
 
     fn pool(frames: u32) -> FramePool {
         let region = Region {
@@ -366,7 +388,7 @@ mod tests {
             logical_base: 0x1000_0000,
             len: 1 << 22,
         };
-        FramePool::with_plan(region, plan(frames, 10_000, PAGE_SIZE, &region).unwrap())
+        FramePool::with_plan(plan(frames, 10_000, Alignment::PAGE, &region).unwrap())
     }
 
     #[test]
@@ -429,7 +451,7 @@ mod tests {
             logical_base: 0,
             len: 64 * 4096,
         };
-        let p = FramePool::with_plan(region, plan(64, 4096, 4096, &region).unwrap());
+        let p = FramePool::with_plan(plan(64, 4096, Alignment::PAGE, &region).unwrap());
         for i in 0..64 {
             assert_eq!(p.allocate().unwrap().index, i);
         }
@@ -438,7 +460,7 @@ mod tests {
     }
 
     /// The inverse multiply and rotate in `slot_of` against plain division, for
-    /// slot sizes from 1 byte to 4 GiB − 1 (hand-made plans included) and
+    /// slot sizes from 1 byte to 4 GiB − 1 (byte-aligned plans) and
     /// addresses at, next to and between slot starts.
     #[test]
     #[allow(clippy::std_instead_of_alloc)]
@@ -462,21 +484,12 @@ mod tests {
         for slot in sizes {
             for frames in [1u32, 3, 64] {
                 let base = 0x7f00_0000_0000usize;
-                let plan = PoolPlan {
-                    frames,
-                    frame_size: slot,
-                    alignment: 1,
-                    slot_size: slot,
-                    first_offset: 0,
-                    span: u64::from(slot) * u64::from(frames),
-                    overhead: 0,
-                };
                 let region = Region {
                     virtual_base: base,
                     logical_base: 0,
-                    len: usize::try_from(plan.span).unwrap(),
+                    len: usize::try_from(u64::from(slot) * u64::from(frames)).unwrap(),
                 };
-                let p = FramePool::with_plan(region, plan);
+                let p = FramePool::with_plan(plan(frames, slot, Alignment::BYTE, &region).unwrap());
                 let s = u64::from(slot);
                 let span = s * u64::from(frames);
                 let mut offsets = std::vec![0u64, 1, span - 1, span, span + 1];

@@ -30,6 +30,65 @@ pub const PAGE_ALIGNMENT_MASK: u32 = PAGE_SIZE - 1;
 /// Alignment pool types named `…CacheAligned` guarantee (a cache line).
 pub const CACHE_LINE: u32 = 64;
 
+/// A byte alignment: always a power of two, so "aligned to" means "the low
+/// bits are zero" and rounding up never divides by zero. Made only by
+/// [`Alignment::new`], [`Alignment::from_mask`] or the constants.
+///
+/// ```compile_fail,E0423
+/// // The field is private: no alignment of 3 (or 0) can be written down.
+/// let three = avscap::portable::framing::Alignment(3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alignment(u32);
+
+impl Alignment {
+    /// Byte alignment (1: any address).
+    pub const BYTE: Alignment = Alignment(1);
+    /// Cache-line alignment.
+    pub const CACHE_LINE: Alignment = Alignment(CACHE_LINE);
+    /// Page alignment.
+    pub const PAGE: Alignment = Alignment(PAGE_SIZE);
+
+    /// The alignment of `bytes` bytes, or `None` when `bytes` is not a
+    /// power of two (0 included).
+    #[must_use]
+    pub const fn new(bytes: u32) -> Option<Self> {
+        if bytes.is_power_of_two() {
+            Some(Alignment(bytes))
+        } else {
+            None
+        }
+    }
+
+    /// The alignment a `FileAlignment`-style mask (2^k − 1) stands for, or
+    /// `None` for a value of another form (`u32::MAX` included: 2³² bytes
+    /// is not a `u32`).
+    #[must_use]
+    pub const fn from_mask(mask: u32) -> Option<Self> {
+        match mask.checked_add(1) {
+            Some(bytes) => Self::new(bytes),
+            None => None,
+        }
+    }
+
+    /// Bytes.
+    #[must_use]
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The larger of two alignments (both powers of two, so it satisfies
+    /// both).
+    #[must_use]
+    pub const fn max(self, other: Alignment) -> Alignment {
+        if self.0 >= other.0 {
+            self
+        } else {
+            other
+        }
+    }
+}
+
 /// `KSALLOCATOR_REQUIREMENTF_INPLACE_MODIFIER` (same bit as `KSALLOCATOR_OPTIONF_COMPATIBLE`).
 pub const REQUIREMENTF_INPLACE_MODIFIER: u32 = 0x0000_0001;
 /// `KSALLOCATOR_OPTIONF_COMPATIBLE`.
@@ -126,6 +185,8 @@ pub enum FramingError {
         /// Bytes the region has.
         available: u64,
     },
+    /// A pool asked to hold frames of 0 bytes.
+    ZeroFrameSize,
     /// A product or sum overflowed.
     Overflow,
 }
@@ -136,6 +197,7 @@ impl FramingError {
     pub const fn ntstatus(self) -> NtStatus {
         match self {
             FramingError::NoFrames
+            | FramingError::ZeroFrameSize
             | FramingError::FrameSmallerThanImage { .. }
             | FramingError::AlignmentNotMask(_)
             | FramingError::UnknownFlags(_)
@@ -147,6 +209,99 @@ impl FramingError {
             FramingError::AlignmentAbovePage(_)
             | FramingError::UnsupportedPoolType(_)
             | FramingError::RegionMisaligned => STATUS_NOT_SUPPORTED,
+        }
+    }
+}
+
+/// A short sentence for a person (a log line, the simulator's refusals).
+impl core::fmt::Display for FramingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FramingError::NoFrames => f.write_str("0 frames requested; at least 1"),
+            FramingError::TooManyFrames { requested, max } => {
+                write!(f, "{requested} frames requested; at most {max}")
+            }
+            FramingError::FrameSmallerThanImage {
+                frame_size,
+                image_size,
+            } => write!(
+                f,
+                "frames of {frame_size} bytes requested; the image needs {image_size}"
+            ),
+            FramingError::ZeroFrameSize => f.write_str("frames of 0 bytes requested"),
+            FramingError::FrameTooLarge { frame_size, max } => {
+                write!(f, "frames of {frame_size} bytes requested; at most {max}")
+            }
+            FramingError::AlignmentNotMask(mask) => {
+                write!(f, "alignment mask {mask:#x} is not of the form 2^k - 1")
+            }
+            FramingError::AlignmentAbovePage(mask) => write!(
+                f,
+                "alignment mask {mask:#x} asks for more than page alignment"
+            ),
+            FramingError::UnknownFlags(bits) => write!(f, "unknown flag bits {bits:#x}"),
+            FramingError::UnsupportedPoolType(pool) => write!(f, "unsupported pool type {pool}"),
+            FramingError::ReservedNotZero => f.write_str("the reserved field is not zero"),
+            FramingError::RegionMisaligned => {
+                f.write_str("the buffer's virtual and logical addresses are aligned differently")
+            }
+            FramingError::DoesNotFit { needed, available } => write!(
+                f,
+                "the slots need {needed} bytes; the buffer has {available}"
+            ),
+            FramingError::Overflow => f.write_str("a buffer size overflowed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod framing_error_display {
+    use super::FramingError;
+
+    #[test]
+    fn names_the_numbers() {
+        let says = |e: FramingError| e.to_string();
+        assert_eq!(
+            says(FramingError::TooManyFrames {
+                requested: 1000,
+                max: 64
+            }),
+            "1000 frames requested; at most 64"
+        );
+        assert_eq!(
+            says(FramingError::NoFrames),
+            "0 frames requested; at least 1"
+        );
+        let small = says(FramingError::FrameSmallerThanImage {
+            frame_size: 100,
+            image_size: 460_800,
+        });
+        assert!(small.contains("100") && small.contains("460800"), "{small}");
+        let large = says(FramingError::FrameTooLarge {
+            frame_size: 99_999_999,
+            max: 24_883_200,
+        });
+        assert!(
+            large.contains("99999999") && large.contains("24883200"),
+            "{large}"
+        );
+        let fit = says(FramingError::DoesNotFit {
+            needed: 8192,
+            available: 4096,
+        });
+        assert!(fit.contains("8192") && fit.contains("4096"), "{fit}");
+        assert!(says(FramingError::AlignmentNotMask(6)).contains("0x6"));
+        assert!(says(FramingError::AlignmentAbovePage(0x1_ffff)).contains("0x1ffff"));
+        assert!(says(FramingError::UnknownFlags(0x100)).contains("0x100"));
+        assert!(says(FramingError::UnsupportedPoolType(7)).contains('7'));
+        for e in [
+            FramingError::ZeroFrameSize,
+            FramingError::ReservedNotZero,
+            FramingError::RegionMisaligned,
+            FramingError::Overflow,
+        ] {
+            let s = says(e);
+            assert!(!s.is_empty() && !s.contains('{'), "{e:?}: {s}");
         }
     }
 }
@@ -238,11 +393,11 @@ impl PinFraming {
         let mut i = 0;
         while i < DATA_RANGES.len() {
             if let Ok(l) = DATA_RANGES[i].layout() {
-                if l.image_size < min {
-                    min = l.image_size;
+                if l.image_size() < min {
+                    min = l.image_size();
                 }
-                if l.image_size > max {
-                    max = l.image_size;
+                if l.image_size() > max {
+                    max = l.image_size();
                 }
             }
             i += 1;
@@ -269,7 +424,7 @@ impl PinFraming {
         let image = format
             .layout()
             .map_err(|_| FramingError::Overflow)?
-            .image_size;
+            .image_size();
         let exact = FrameSizeRange {
             min: image,
             max: image,
@@ -316,24 +471,87 @@ impl AllocatorFraming {
     }
 }
 
-/// What one pool carved from one region looks like.
+/// What one pool carved from one region looks like: made only by [`plan`],
+/// which checked every field against the region it carries, so a pool
+/// built from it ([`FramePool::with_plan`](super::frame_pool::FramePool::with_plan))
+/// can trust it without checking again.
+///
+/// ```compile_fail,E0616
+/// // The fields are private: no caller can bend a plan after the fact.
+/// fn forge(plan: &mut avscap::portable::framing::PoolPlan) {
+///     plan.slot_size = 0;
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolPlan {
-    /// Number of slots.
-    pub frames: u32,
-    /// Usable bytes of each frame (the requested `FrameSize`).
-    pub frame_size: u32,
-    /// Alignment of every slot's virtual and logical address, in bytes.
-    pub alignment: u32,
-    /// Bytes from one slot to the next: `frame_size` rounded up to `alignment`.
-    pub slot_size: u32,
+    /// The region the slots are carved from.
+    region: Region,
+    /// Number of slots: 1..=64.
+    frames: u32,
+    /// Usable bytes of each frame (the requested `FrameSize`), at least 1.
+    frame_size: u32,
+    /// Alignment of every slot's virtual and logical address.
+    alignment: Alignment,
+    /// Bytes from one slot to the next: `frame_size` rounded up to
+    /// `alignment` (so at least `frame_size`: slots never overlap).
+    slot_size: u32,
     /// Offset of slot 0 from the region's start (padding to reach alignment).
-    pub first_offset: u32,
+    first_offset: u32,
+    /// Bytes from the region's start to the end of the last slot: at most
+    /// the region's length, and every address below it representable.
+    span: u64,
+}
+
+impl PoolPlan {
+    /// The region the slots are carved from.
+    #[must_use]
+    pub const fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Number of slots (1..=64).
+    #[must_use]
+    pub const fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Usable bytes of each frame.
+    #[must_use]
+    pub const fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    /// Alignment of every slot in both address spaces.
+    #[must_use]
+    pub const fn alignment(&self) -> Alignment {
+        self.alignment
+    }
+
+    /// Bytes from one slot to the next (`frame_size` rounded up to the
+    /// alignment).
+    #[must_use]
+    pub const fn slot_size(&self) -> u32 {
+        self.slot_size
+    }
+
+    /// Offset of slot 0 from the region's start.
+    #[must_use]
+    pub const fn first_offset(&self) -> u32 {
+        self.first_offset
+    }
+
     /// Bytes from the region's start to the end of the last slot.
-    pub span: u64,
+    #[must_use]
+    pub const fn span(&self) -> u64 {
+        self.span
+    }
+
     /// Bytes the pool takes beyond `frames × frame_size`: slot rounding plus
     /// the leading padding.
-    pub overhead: u64,
+    #[must_use]
+    pub const fn overhead(&self) -> u64 {
+        self.span - self.frame_size as u64 * self.frames as u64
+    }
 }
 
 /// The largest `FrameSize` an allocator serves: the largest image the pin
@@ -343,19 +561,26 @@ pub const MAX_FRAME_SIZE: u32 = max_image_size().next_multiple_of(PAGE_SIZE);
 /// One common buffer for a stream: `frames` page-aligned slots of
 /// `slot_size` bytes, each holding a frame of `frame_size` bytes. Made by
 /// [`allocator_plan`] (an allocator instance's buffer) and [`staging_plan`]
-/// (a stream's staging slots); the shell allocates exactly `len` bytes and
+/// (a stream's staging slots); the shell allocates exactly `bytes()` bytes and
 /// builds the pool over them with `FramePool::over`.
+///
+/// ```compile_fail,E0616
+/// // The fields are private: only the planners above make one.
+/// fn forge(plan: &mut avscap::portable::framing::BufferPlan) {
+///     plan.len = 1;
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferPlan {
-    /// Slots.
-    pub frames: u32,
+    /// Slots: 1..=64.
+    frames: u32,
     /// Usable bytes of each frame.
-    pub frame_size: u32,
+    frame_size: u32,
     /// Bytes from one slot to the next: `frame_size` rounded up to a page
     /// (which also satisfies any alignment a request may ask for).
-    pub slot_size: u32,
+    slot_size: u32,
     /// Bytes of the whole buffer: `frames × slot_size`, a page multiple.
-    pub len: usize,
+    len: usize,
 }
 
 impl BufferPlan {
@@ -373,6 +598,30 @@ impl BufferPlan {
             slot_size,
             len,
         })
+    }
+
+    /// Slots (1..=64).
+    #[must_use]
+    pub const fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Usable bytes of each frame.
+    #[must_use]
+    pub const fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    /// Bytes from one slot to the next (a page multiple).
+    #[must_use]
+    pub const fn slot_size(&self) -> u32 {
+        self.slot_size
+    }
+
+    /// Bytes of the whole buffer to allocate.
+    #[must_use]
+    pub const fn bytes(&self) -> usize {
+        self.len
     }
 
     /// Bytes the buffer takes beyond the frames themselves (slot rounding:
@@ -409,22 +658,22 @@ fn check_flags(flags: u32) -> Result<(), FramingError> {
     Ok(())
 }
 
-/// The alignment in bytes implied by a `FileAlignment` mask and a pool type.
-fn alignment_of(mask: u32, pool: u32) -> Result<u32, FramingError> {
-    if mask & mask.wrapping_add(1) != 0 {
+/// The alignment implied by a `FileAlignment` mask and a pool type.
+fn alignment_of(mask: u32, pool: u32) -> Result<Alignment, FramingError> {
+    let Some(asked) = Alignment::from_mask(mask) else {
         return Err(FramingError::AlignmentNotMask(mask));
-    }
-    if mask > PAGE_ALIGNMENT_MASK {
+    };
+    if asked > Alignment::PAGE {
         return Err(FramingError::AlignmentAbovePage(mask));
     }
     let floor = match pool {
-        pool_type::NON_PAGED | pool_type::PAGED | pool_type::NON_PAGED_NX => 1,
+        pool_type::NON_PAGED | pool_type::PAGED | pool_type::NON_PAGED_NX => Alignment::BYTE,
         pool_type::NON_PAGED_CACHE_ALIGNED
         | pool_type::PAGED_CACHE_ALIGNED
-        | pool_type::NON_PAGED_NX_CACHE_ALIGNED => CACHE_LINE,
+        | pool_type::NON_PAGED_NX_CACHE_ALIGNED => Alignment::CACHE_LINE,
         other => return Err(FramingError::UnsupportedPoolType(other)),
     };
-    Ok((mask + 1).max(floor))
+    Ok(asked.max(floor))
 }
 
 /// Validates an allocator create request for a connection whose image is
@@ -445,8 +694,9 @@ pub fn allocator_plan(
         return Err(FramingError::ReservedNotZero);
     }
     check_flags(request.flags)?;
-    let alignment = alignment_of(request.file_alignment, request.pool_type)?;
-    debug_assert!(alignment <= PAGE_SIZE);
+    // Validated for the status it may return; every valid alignment is at
+    // most a page, and the slots are page aligned.
+    alignment_of(request.file_alignment, request.pool_type)?;
     let frame_size = if request.frame_size == 0 {
         image_size
     } else {
@@ -479,30 +729,37 @@ pub fn allocator_plan(
 /// [`FramingError::NoFrames`] / [`FramingError::TooManyFrames`] for a count
 /// outside 1..=64, [`FramingError::Overflow`].
 pub fn staging_plan(layout: &FrameLayout, count: u32) -> Result<BufferPlan, FramingError> {
-    BufferPlan::new(count, layout.image_size)
+    BufferPlan::new(count, layout.image_size())
 }
 
 /// Lays `frames` slots of `frame_size` bytes, each aligned to `alignment`
-/// (a power of two) in both address spaces, into `region`.
+/// in both address spaces, into `region`: the only way to make a
+/// [`PoolPlan`].
 ///
 /// # Errors
+/// [`FramingError::NoFrames`] / [`FramingError::TooManyFrames`] for a count
+/// outside 1..=64, [`FramingError::ZeroFrameSize`],
 /// [`FramingError::RegionMisaligned`], [`FramingError::DoesNotFit`] or
-/// [`FramingError::Overflow`].
+/// [`FramingError::Overflow`] (a slot address past the end of either
+/// address space).
 pub fn plan(
     frames: u32,
     frame_size: u32,
-    alignment: u32,
+    alignment: Alignment,
     region: &Region,
 ) -> Result<PoolPlan, FramingError> {
-    debug_assert!(alignment.is_power_of_two());
-    let a = u64::from(alignment);
+    check_frame_count(frames, MAX_POOL_FRAMES)?;
+    if frame_size == 0 {
+        return Err(FramingError::ZeroFrameSize);
+    }
+    let a = u64::from(alignment.get());
     let virt = region.virtual_base as u64;
     if virt % a != region.logical_base % a {
         return Err(FramingError::RegionMisaligned);
     }
     let first_offset = (a - virt % a) % a;
     let slot_size = frame_size
-        .checked_next_multiple_of(alignment)
+        .checked_next_multiple_of(alignment.get())
         .ok_or(FramingError::Overflow)?;
     let span = u64::from(slot_size)
         .checked_mul(u64::from(frames))
@@ -524,8 +781,8 @@ pub fn plan(
         .virtual_base
         .checked_add(usize::try_from(span).map_err(|_| FramingError::Overflow)?)
         .ok_or(FramingError::Overflow)?;
-    let used = u64::from(frame_size) * u64::from(frames);
     Ok(PoolPlan {
+        region: *region,
         frames,
         frame_size,
         alignment,
@@ -533,7 +790,6 @@ pub fn plan(
         #[allow(clippy::cast_possible_truncation)]
         first_offset: first_offset as u32,
         span,
-        overhead: span - used,
     })
 }
 
@@ -732,11 +988,11 @@ mod tests {
             logical_base: 0x8000_0000,
             len: 4 << 20,
         };
-        let p = plan(4, IMAGE, PAGE_SIZE, &region).unwrap();
+        let p = plan(4, IMAGE, Alignment::PAGE, &region).unwrap();
         assert_eq!(p.slot_size, SLOT);
         assert_eq!(p.first_offset, 0);
         assert_eq!(p.span, 4 * u64::from(SLOT));
-        assert_eq!(p.overhead, 4 * u64::from(SLOT - IMAGE));
+        assert_eq!(p.overhead(), 4 * u64::from(SLOT - IMAGE));
     }
 
     #[test]
@@ -746,18 +1002,18 @@ mod tests {
             logical_base: 0x8000_0100,
             len: 4 << 20,
         };
-        let p = plan(2, IMAGE, PAGE_SIZE, &region).unwrap();
+        let p = plan(2, IMAGE, Alignment::PAGE, &region).unwrap();
         assert_eq!(p.first_offset, 0xF00);
-        assert_eq!(p.overhead, 0xF00 + 2 * 2048);
+        assert_eq!(p.overhead(), 0xF00 + 2 * 2048);
         region.logical_base += 0x10;
         assert_eq!(
-            plan(2, IMAGE, PAGE_SIZE, &region),
+            plan(2, IMAGE, Alignment::PAGE, &region),
             Err(FramingError::RegionMisaligned)
         );
         region.len = 100;
         region.logical_base -= 0x10;
         assert!(matches!(
-            plan(2, IMAGE, PAGE_SIZE, &region),
+            plan(2, IMAGE, Alignment::PAGE, &region),
             Err(FramingError::DoesNotFit { .. })
         ));
     }
@@ -768,8 +1024,83 @@ mod tests {
             pool_type: pool_type::NON_PAGED_NX_CACHE_ALIGNED,
             ..request(2, 1000, 3)
         };
-        assert_eq!(alignment_of(req.file_alignment, req.pool_type), Ok(64));
+        assert_eq!(
+            alignment_of(req.file_alignment, req.pool_type),
+            Ok(Alignment::CACHE_LINE)
+        );
         assert_eq!(allocator_plan(&req, 1000).unwrap().slot_size, PAGE_SIZE);
+    }
+
+    /// An alignment is a power of two or it does not exist: 0 and 3 (which
+    /// `plan` once divided by and accepted) have no `Alignment`.
+    #[test]
+    fn alignments_are_powers_of_two_only() {
+        for bytes in 0..=70_000u32 {
+            assert_eq!(
+                Alignment::new(bytes).map(Alignment::get),
+                bytes.is_power_of_two().then_some(bytes),
+                "{bytes}"
+            );
+        }
+        assert_eq!(Alignment::new(1 << 31).map(Alignment::get), Some(1 << 31));
+        assert_eq!(Alignment::new(u32::MAX), None);
+        assert_eq!(Alignment::from_mask(0xFFF), Some(Alignment::PAGE));
+        assert_eq!(Alignment::from_mask(0), Some(Alignment::BYTE));
+        assert_eq!(Alignment::from_mask(5), None);
+        assert_eq!(Alignment::from_mask(u32::MAX), None);
+        assert_eq!(Alignment::PAGE.max(Alignment::CACHE_LINE), Alignment::PAGE);
+    }
+
+    /// The plans a hand-made `PoolPlan` could once describe — no slots,
+    /// more than 64, slots of 0 bytes (every frame at one address), slots
+    /// that wrap past the end of the address space (frame address 0) — are
+    /// refused by the one constructor, and every plan it makes keeps its
+    /// slots at least a frame apart and inside the region.
+    #[test]
+    fn plans_that_cannot_be_served_are_refused() {
+        let region = Region {
+            virtual_base: 0x10_0000,
+            logical_base: 0x10_0000,
+            len: 1 << 24,
+        };
+        assert_eq!(
+            plan(0, 4096, Alignment::PAGE, &region),
+            Err(FramingError::NoFrames)
+        );
+        assert_eq!(
+            plan(65, 4096, Alignment::PAGE, &region),
+            Err(FramingError::TooManyFrames {
+                requested: 65,
+                max: 64
+            })
+        );
+        assert_eq!(
+            plan(4, 0, Alignment::PAGE, &region),
+            Err(FramingError::ZeroFrameSize)
+        );
+        let top = Region {
+            virtual_base: usize::MAX - 0xFFFF,
+            logical_base: 0x10_0000,
+            len: 0x1_0000,
+        };
+        // 15 slots end one page below the top of the address space; a 16th
+        // would end at 2^64, its end address wrapping to 0.
+        assert_eq!(
+            plan(15, 4096, Alignment::PAGE, &top).map(|p| p.frames()),
+            Ok(15)
+        );
+        assert_eq!(
+            plan(16, 4096, Alignment::PAGE, &top),
+            Err(FramingError::Overflow)
+        );
+        for (frames, size, align) in [(1, 1, 1), (3, 4097, 4096), (64, 100, 64), (7, 4096, 2)] {
+            let p = plan(frames, size, Alignment::new(align).unwrap(), &region).unwrap();
+            assert!(p.slot_size() >= p.frame_size());
+            assert_eq!(p.slot_size() % align, 0);
+            assert!(p.span() <= region.len as u64);
+            assert_eq!(p.region(), &region);
+            assert_eq!(p.overhead(), p.span() - u64::from(size) * u64::from(frames));
+        }
     }
 
     #[test]
@@ -780,11 +1111,11 @@ mod tests {
             len: usize::MAX,
         };
         assert_eq!(
-            plan(2, u32::MAX, PAGE_SIZE, &huge),
+            plan(2, u32::MAX, Alignment::PAGE, &huge),
             Err(FramingError::Overflow)
         );
         assert_eq!(
-            plan(64, 1 << 30, PAGE_SIZE, &huge),
+            plan(64, 1 << 30, Alignment::PAGE, &huge),
             Err(FramingError::Overflow)
         );
         assert!(allocator_plan(&request(64, u32::MAX, 0xFFF), 1).is_err());

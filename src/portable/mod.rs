@@ -16,6 +16,7 @@ pub mod frame_pool;
 pub mod framing;
 pub mod guid;
 pub mod image;
+pub mod ks_buffers;
 pub mod pin_state;
 pub mod status;
 pub mod stream_memory;

@@ -48,7 +48,7 @@ impl StreamMemory {
             staging: framing::staging_plan(&layout, STAGING_SLOTS)?,
             allocator: framing::allocator_plan(
                 &AllocatorFraming::from_pin(&pin),
-                layout.image_size,
+                layout.image_size(),
             )?,
         })
     }
@@ -56,14 +56,14 @@ impl StreamMemory {
     /// Bytes a user-mode connection's stream takes (staging only).
     #[must_use]
     pub const fn copy_path_bytes(&self) -> usize {
-        self.staging.len
+        self.staging.bytes()
     }
 
     /// Bytes a kernel-to-kernel stream takes when the pin's allocator is
     /// chosen (its buffer and the staging slots).
     #[must_use]
     pub const fn allocator_path_bytes(&self) -> usize {
-        self.staging.len + self.allocator.len
+        self.staging.bytes() + self.allocator.bytes()
     }
 }
 
@@ -77,14 +77,14 @@ mod tests {
     fn every_offered_format_is_sized_with_under_a_page_of_slack_per_frame() {
         for f in &DATA_RANGES {
             let m = StreamMemory::for_format(f).unwrap();
-            let image = m.layout.image_size;
+            let image = m.layout.image_size();
             for plan in [m.staging, m.allocator] {
-                assert!(plan.frame_size >= image);
-                assert_eq!(plan.len % PAGE_SIZE as usize, 0);
-                assert!(plan.overhead() < u64::from(PAGE_SIZE) * u64::from(plan.frames));
+                assert!(plan.frame_size() >= image);
+                assert_eq!(plan.bytes() % PAGE_SIZE as usize, 0);
+                assert!(plan.overhead() < u64::from(PAGE_SIZE) * u64::from(plan.frames()));
             }
-            assert_eq!(m.staging.frames, STAGING_SLOTS);
-            assert_eq!(m.allocator.frames, DEFAULT_PIN_FRAMES);
+            assert_eq!(m.staging.frames(), STAGING_SLOTS);
+            assert_eq!(m.allocator.frames(), DEFAULT_PIN_FRAMES);
         }
     }
 

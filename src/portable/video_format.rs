@@ -192,22 +192,89 @@ impl FormatError {
     }
 }
 
-/// Where the planes of one frame lie and how large it is, all checked.
+/// A short sentence for a person (a log line, the simulator's refusals).
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FormatError::WrongMajorType => "the major type is not video",
+            FormatError::WrongSpecifier => "the specifier is not VIDEOINFO",
+            FormatError::UnknownSubtype => "the subtype is not one of the pin's",
+            FormatError::HeaderTooSmall => "the format is too small for its header",
+            FormatError::BitmapHeaderTooSmall => "biSize is below a BITMAPINFOHEADER",
+            FormatError::CompressionMismatch => "biCompression does not match the subtype",
+            FormatError::BitCountMismatch => "biBitCount does not match the subtype",
+            FormatError::PlanesNotOne => "biPlanes is not 1",
+            FormatError::BadDimensions => {
+                "the width or height is zero or not a multiple of the format's granularity"
+            }
+            FormatError::UnsupportedSize => "the pin does not offer that size",
+            FormatError::UnsupportedOrientation => "the pin does not offer that orientation",
+            FormatError::ImageSizeTooSmall => "the image size is below the image's bytes",
+            FormatError::UnsupportedInterval => "the pin does not offer that frame rate",
+            FormatError::Overflow => "a size overflowed",
+            FormatError::NoMatch => "no format of the pin matches the range",
+        })
+    }
+}
+
+#[cfg(test)]
+mod format_error_display {
+    use super::FormatError;
+
+    /// Every variant says something, in words (no Debug names).
+    #[test]
+    fn every_error_is_a_sentence() {
+        let all = [
+            FormatError::WrongMajorType,
+            FormatError::WrongSpecifier,
+            FormatError::UnknownSubtype,
+            FormatError::HeaderTooSmall,
+            FormatError::BitmapHeaderTooSmall,
+            FormatError::CompressionMismatch,
+            FormatError::BitCountMismatch,
+            FormatError::PlanesNotOne,
+            FormatError::BadDimensions,
+            FormatError::UnsupportedSize,
+            FormatError::UnsupportedOrientation,
+            FormatError::ImageSizeTooSmall,
+            FormatError::UnsupportedInterval,
+            FormatError::Overflow,
+            FormatError::NoMatch,
+        ];
+        for e in all {
+            let s = e.to_string();
+            assert!(s.contains(' '), "{e:?}: {s}");
+            assert_ne!(s, format!("{e:?}"));
+        }
+    }
+}
+
+/// Where the planes of one frame lie and how large it is, all checked: made
+/// only by [`FrameLayout::new`] (or [`VideoFormat::layout`]), so the
+/// synthesis and the copy planning can trust every field.
+///
+/// ```compile_fail,E0616
+/// // The fields are private: no caller can give a layout a size its
+/// // dimensions do not have.
+/// fn forge(layout: &mut avscap::portable::video_format::FrameLayout) {
+///     layout.image_size = 1;
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLayout {
     /// Pixel format.
-    pub pixel: PixelFormat,
+    pixel: PixelFormat,
     /// Width in pixels.
-    pub width: u32,
+    width: u32,
     /// Height in pixels.
-    pub height: u32,
+    height: u32,
     /// Bytes from one row of the first plane to the next (DIB rule: a whole
     /// number of 32-bit words). NV12's chroma plane uses the same stride.
-    pub stride: u32,
+    stride: u32,
     /// Offset of NV12's interleaved UV plane (0 for packed formats).
-    pub chroma_offset: u32,
+    chroma_offset: u32,
     /// Bytes of one frame: `biSizeImage`.
-    pub image_size: u32,
+    image_size: u32,
 }
 
 impl FrameLayout {
@@ -246,6 +313,43 @@ impl FrameLayout {
             chroma_offset,
             image_size,
         })
+    }
+
+    /// Pixel format.
+    #[must_use]
+    pub const fn pixel(&self) -> PixelFormat {
+        self.pixel
+    }
+
+    /// Width in pixels (non-zero, a multiple of the format's granularity).
+    #[must_use]
+    pub const fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels (non-zero, a multiple of the format's granularity).
+    #[must_use]
+    pub const fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes from one row of the first plane to the next (DIB rule: a whole
+    /// number of 32-bit words). NV12's chroma plane uses the same stride.
+    #[must_use]
+    pub const fn stride(&self) -> u32 {
+        self.stride
+    }
+
+    /// Offset of NV12's interleaved UV plane (0 for packed formats).
+    #[must_use]
+    pub const fn chroma_offset(&self) -> u32 {
+        self.chroma_offset
+    }
+
+    /// Bytes of one frame: `biSizeImage`.
+    #[must_use]
+    pub const fn image_size(&self) -> u32 {
+        self.image_size
     }
 }
 

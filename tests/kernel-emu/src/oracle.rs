@@ -261,13 +261,14 @@ pub fn expected_image(
     path: DeliveryPath,
 ) -> Vec<u8> {
     let layout = format.layout().expect("an offered format");
-    let mut buf = vec![0u8; layout.image_size as usize];
+    let mut buf = vec![0u8; layout.image_size() as usize];
     let overlay = Overlay {
         stream_time_100ns: picture_number as i64 * format.frame_interval,
         frame_number: picture_number,
         dropped,
         path,
     };
-    synthesize(&mut buf, &layout, layout.stride, &overlay).expect("synthesis of an offered format");
+    synthesize(&mut buf, &layout, layout.stride(), &overlay)
+        .expect("synthesis of an offered format");
     buf
 }

@@ -89,7 +89,7 @@ fn table(runs: &[Run]) -> String {
                 i.median,
                 i.max,
                 b.median,
-                r.format.layout().unwrap().image_size
+                r.format.layout().unwrap().image_size()
             );
         }
     }
@@ -111,7 +111,7 @@ fn dispatch_level_work_does_not_grow_with_the_frame() {
     for pair in runs.chunks(2) {
         let (small, large) = (&pair[0], &pair[1]);
         let what = format!("{:?} path", small.path);
-        let frame = u64::from(large.format.layout().unwrap().image_size);
+        let frame = u64::from(large.format.layout().unwrap().image_size());
         let get = |r: &Run, kind| {
             spread(&r.samples, kind)
                 .unwrap_or_else(|| panic!("{what}: no {kind:?} call measured at {}\n{t}", label(r)))

@@ -57,7 +57,7 @@ fn check_completed(format: &VideoFormat, c: &Completed) -> R<bool> {
     if c.data_used == 0 {
         return Ok(false);
     }
-    let size = format.layout().unwrap().image_size;
+    let size = format.layout().unwrap().image_size();
     if c.data_used != size {
         return Err(format!(
             "frame {} completed with DataUsed {} of {size}",
@@ -159,7 +159,7 @@ fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
                 break 'run failed(step, status)?;
             }
         }
-        let size = f.layout().unwrap().image_size;
+        let size = f.layout().unwrap().image_size();
         delivered += stream(&mut d, &f, pin, allocator, size, FRAMES)?;
         // Stop, then a second stream on the same pin: the resources of
         // ACQUIRE are taken again, and can fail again.

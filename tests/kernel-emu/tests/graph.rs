@@ -180,7 +180,7 @@ fn a_compatible_kernel_peer_gets_our_allocator() {
         let image = format(PixelFormat::Yuy2, 320, 240)
             .layout()
             .unwrap()
-            .image_size;
+            .image_size();
         assert_eq!(
             framing,
             LegacyFraming {
@@ -302,7 +302,7 @@ fn a_peer_needing_larger_frames_allocates_itself() {
     let image = format(PixelFormat::Nv12, 320, 240)
         .layout()
         .unwrap()
-        .image_size;
+        .image_size();
     assert_eq!(framing.frame_size, image + 4096);
 }
 

@@ -37,7 +37,7 @@ struct Run {
 fn scenario(config: Config, path: Path) -> R<Run> {
     let mut d = Driver::boot(config)?;
     let f = format(PixelFormat::Yuy2, 320, 240);
-    let size = f.layout().unwrap().image_size;
+    let size = f.layout().unwrap().image_size();
     let filter = d.create_filter()?;
     let pin = d
         .connect(filter, &f)?

@@ -286,7 +286,7 @@ fn format_change_in_stop_only() {
     let frames = s.stream(3, 4);
     assert!(frames
         .iter()
-        .all(|c| c.data_used == nv12.layout().unwrap().image_size));
+        .all(|c| c.data_used == nv12.layout().unwrap().image_size()));
     let leaks = s.teardown();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }

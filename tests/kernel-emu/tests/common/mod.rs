@@ -122,7 +122,7 @@ impl Stream {
     }
 
     pub fn image_size(&self) -> u32 {
-        self.format.layout().unwrap().image_size
+        self.format.layout().unwrap().image_size()
     }
 
     /// Queues one frame from the path's source; false when the allocator
@@ -213,7 +213,7 @@ pub fn check_frames(
     first_picture: i64,
     first_time: Option<i64>,
 ) {
-    let size = format.layout().unwrap().image_size;
+    let size = format.layout().unwrap().image_size();
     let interval = format.frame_interval;
     for (i, c) in frames.iter().enumerate() {
         let what = format!("frame {i} (id {}, {:?})", c.id, c.origin);
