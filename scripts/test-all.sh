@@ -74,9 +74,10 @@ cargo +"$AVSCAP_NIGHTLY" miri setup
 #   repository files, and proptest reads its tests/*.proptest-regressions
 #   (so their saved cases run under Miri too); isolation would stop both.
 # PROPTEST_RNG_ALGORITHM=xs: proptest's default ChaCha generator runs its
-#   SIMD rounds in Miri's emulation, most of a property's time there; the
-#   XorShift one draws the same kinds of cases far faster. (Miri forwards
-#   the environment once isolation is off.)
+#   SIMD rounds in Miri's emulation; the XorShift one draws the same kinds
+#   of cases in about 40% fewer interpreted steps (pool_properties). cargo
+#   miri hands a test the environment it was built in, so it is set for
+#   the build as well as the run.
 # --report-time: each test's time in the results, to watch the budget.
 MIRIFLAGS="-Zmiri-disable-isolation" PROPTEST_RNG_ALGORITHM=xs CARGO_TARGET_DIR=target/miri \
     cargo +"$AVSCAP_NIGHTLY" miri test --lib --test '*' -- -Z unstable-options --report-time 2>&1 |
