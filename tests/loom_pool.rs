@@ -102,6 +102,53 @@ impl Shared {
     }
 }
 
+/// Runs `work` on a new modelled CPU with its own handle on the pool.
+fn cpu<T, F>(s: &Arc<Shared>, work: F) -> thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shared) -> T + Send + 'static,
+{
+    let s = Arc::clone(s);
+    thread::spawn(move || work(&s))
+}
+
+/// A CPU that holds `f`: it writes `value` into the frame, then frees it.
+fn write_then_free(
+    s: &Arc<Shared>,
+    f: Frame,
+    value: u64,
+) -> thread::JoinHandle<Result<u32, FreeError>> {
+    cpu(s, move |s| {
+        s.write(&f, value);
+        s.pool.free(f.virtual_address)
+    })
+}
+
+/// A CPU that allocates while slot 0 is freed with [`write_then_free`]
+/// (`freed` written): a frame it gets lies below `capacity`, is slot 0 only
+/// with the freer's write in it, and then takes this CPU's write of 9.
+fn allocate_after_free(
+    s: &Arc<Shared>,
+    capacity: u32,
+    freed: u64,
+) -> thread::JoinHandle<Option<Frame>> {
+    cpu(s, move |s| {
+        let g = s.pool.allocate();
+        if let Some(g) = &g {
+            assert!(
+                g.index < capacity,
+                "slot {} of {capacity} handed out",
+                g.index
+            );
+            if g.index == 0 {
+                assert_eq!(s.read(g), freed, "slot 0 handed out before its free");
+            }
+            s.write(g, 9);
+        }
+        g
+    })
+}
+
 /// What one model checking run saw across its executions.
 #[derive(Default)]
 struct Run {
@@ -197,8 +244,7 @@ fn concurrent_allocations_get_distinct_slots() {
         |run| {
             let s = Shared::new(2);
             let allocator = |id| {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
+                cpu(&s, move |s| {
                     let f = s.pool.allocate();
                     if let Some(f) = &f {
                         s.write(f, id);
@@ -231,14 +277,8 @@ fn free_racing_allocate_is_consistent() {
         |run| {
             let s = Shared::new(1);
             let f = s.pool.allocate();
-            let releaser = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.free(f.unwrap().virtual_address))
-            };
-            let allocator = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.allocate())
-            };
+            let releaser = cpu(&s, move |s| s.pool.free(f.unwrap().virtual_address));
+            let allocator = cpu(&s, |s| s.pool.allocate());
             let freed = releaser.join().unwrap();
             let got = allocator.join().unwrap();
             assert_eq!(freed, Ok(0));
@@ -266,10 +306,7 @@ fn double_free_race_succeeds_once() {
         |run| {
             let s = Shared::new(2);
             let f = s.pool.allocate();
-            let freer = || {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.free(f.unwrap().virtual_address))
-            };
+            let freer = || cpu(&s, move |s| s.pool.free(f.unwrap().virtual_address));
             let (a, b) = (freer(), freer());
             let (a, b) = (a.join().unwrap(), b.join().unwrap());
             match (a, b) {
@@ -304,15 +341,9 @@ fn doubled_free_racing_reallocation_keeps_the_accounting() {
         |run| {
             let s = Shared::new(1);
             let f = s.pool.allocate();
-            let freer = || {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.free(f.unwrap().virtual_address))
-            };
+            let freer = || cpu(&s, move |s| s.pool.free(f.unwrap().virtual_address));
             let (a, b) = (freer(), freer());
-            let allocator = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.allocate())
-            };
+            let allocator = cpu(&s, |s| s.pool.allocate());
             let (a, b) = (a.join().unwrap(), b.join().unwrap());
             let got = allocator.join().unwrap();
             assert!(a.is_ok() || b.is_ok(), "both frees refused");
@@ -352,25 +383,15 @@ fn frame_contents_hand_off_from_free_to_allocate() {
         |run| {
             let s = Shared::new(1);
             let f = s.pool.allocate();
-            let holder = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let f = f.unwrap();
-                    s.write(&f, 1);
-                    s.pool.free(f.virtual_address)
-                })
-            };
-            let next = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let g = s.pool.allocate();
-                    if let Some(g) = &g {
-                        assert_eq!(s.read(g), 1, "the previous holder's write is lost");
-                        s.write(g, 2);
-                    }
-                    g
-                })
-            };
+            let holder = write_then_free(&s, f.unwrap(), 1);
+            let next = cpu(&s, |s| {
+                let g = s.pool.allocate();
+                if let Some(g) = &g {
+                    assert_eq!(s.read(g), 1, "the previous holder's write is lost");
+                    s.write(g, 2);
+                }
+                g
+            });
             let freed = holder.join().unwrap();
             let got = next.join().unwrap();
             run.saw(if got.is_some() {
@@ -400,26 +421,20 @@ fn frame_contents_hand_off_across_reuse() {
         |run| {
             let s = Shared::new(1);
             let f = s.pool.allocate();
-            let holder = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let f = f.unwrap();
-                    s.write(&f, 1);
-                    let first = s.pool.free(f.virtual_address);
-                    let again = s.pool.allocate();
-                    let mut frees = vec![first];
-                    if let Some(g) = &again {
-                        assert_eq!(s.read(g), 1);
-                        s.write(g, 2);
-                        frees.push(s.pool.free(g.virtual_address));
-                    }
-                    (again, frees)
-                })
-            };
-            let next = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.allocate().map(|g| (g, s.read(&g))))
-            };
+            let holder = cpu(&s, move |s| {
+                let f = f.unwrap();
+                s.write(&f, 1);
+                let first = s.pool.free(f.virtual_address);
+                let again = s.pool.allocate();
+                let mut frees = vec![first];
+                if let Some(g) = &again {
+                    assert_eq!(s.read(g), 1);
+                    s.write(g, 2);
+                    frees.push(s.pool.free(g.virtual_address));
+                }
+                (again, frees)
+            });
+            let next = cpu(&s, |s| s.pool.allocate().map(|g| (g, s.read(&g))));
             let (again, frees) = holder.join().unwrap();
             let got = next.join().unwrap();
             match (again, got) {
@@ -454,27 +469,8 @@ fn two_allocators_and_a_freer_never_share_a_slot() {
         |run| {
             let s = Shared::new(3);
             let setup = [s.pool.allocate(), s.pool.allocate()];
-            let releaser = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let f = setup[0].unwrap();
-                    s.write(&f, 7);
-                    s.pool.free(f.virtual_address)
-                })
-            };
-            let allocator = || {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let g = s.pool.allocate();
-                    if let Some(g) = &g {
-                        if g.index == 0 {
-                            assert_eq!(s.read(g), 7, "slot 0 handed out before its free");
-                        }
-                        s.write(g, 9);
-                    }
-                    g
-                })
-            };
+            let releaser = write_then_free(&s, setup[0].unwrap(), 7);
+            let allocator = || allocate_after_free(&s, 3, 7);
             let (a, b) = (allocator(), allocator());
             let freed = releaser.join().unwrap();
             let (a, b) = (a.join().unwrap(), b.join().unwrap());
@@ -509,27 +505,8 @@ fn last_free_bit(name: &str, frames: u32) {
             let s = Shared::new(frames);
             let mut allocs: Vec<_> = (1..frames).map(|_| s.pool.allocate()).collect();
             let first = allocs[0].unwrap();
-            let releaser = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    s.write(&first, 7);
-                    s.pool.free(first.virtual_address)
-                })
-            };
-            let allocator = || {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let g = s.pool.allocate();
-                    if let Some(g) = &g {
-                        assert!(g.index < frames, "slot {} of {frames} handed out", g.index);
-                        if g.index == 0 {
-                            assert_eq!(s.read(g), 7);
-                        }
-                        s.write(g, 9);
-                    }
-                    g
-                })
-            };
+            let releaser = write_then_free(&s, first, 7);
+            let allocator = || allocate_after_free(&s, frames, 7);
             let (a, b) = (allocator(), allocator());
             let freed = releaser.join().unwrap();
             let (a, b) = (a.join().unwrap(), b.join().unwrap());
@@ -582,8 +559,7 @@ fn counters_match_the_results_under_churn() {
         |run| {
             let s = Shared::new(2);
             let worker = |id: u64, bad: usize| {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
+                cpu(&s, move |s| {
                     let allocs = [s.pool.allocate(), s.pool.allocate()];
                     for (n, f) in allocs.iter().enumerate() {
                         if let Some(f) = f {
@@ -641,23 +617,14 @@ fn lookup_and_contains_racing_free_and_reallocation() {
             let s = Shared::new(2);
             let setup = [s.pool.allocate(), s.pool.allocate()];
             let (f0, f1) = (setup[0].unwrap(), setup[1].unwrap());
-            let releaser = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.free(f0.virtual_address))
-            };
-            let allocator = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || s.pool.allocate())
-            };
-            let looker = {
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let first = s.pool.lookup(f0.virtual_address);
-                    let then = s.pool.contains(f0.virtual_address);
-                    let other = s.pool.lookup(f1.virtual_address);
-                    (first, then, other)
-                })
-            };
+            let releaser = cpu(&s, move |s| s.pool.free(f0.virtual_address));
+            let allocator = cpu(&s, |s| s.pool.allocate());
+            let looker = cpu(&s, move |s| {
+                let first = s.pool.lookup(f0.virtual_address);
+                let then = s.pool.contains(f0.virtual_address);
+                let other = s.pool.lookup(f1.virtual_address);
+                (first, then, other)
+            });
             let freed = releaser.join().unwrap();
             let got = allocator.join().unwrap();
             let (first, then, other) = looker.join().unwrap();
