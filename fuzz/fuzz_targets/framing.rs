@@ -38,7 +38,8 @@ const NOT_SUPPORTED: i32 = 0xC000_00BBu32 as i32;
 /// A buffer plan as the model computes it: (frames, frame size, slot, bytes).
 type Buffer = (u32, u32, u32, u64);
 
-fn model_buffer(frames: u32, frame_size: u32) -> Result<Buffer, FramingError> {
+/// A pool holds 1 to 64 frames.
+fn model_frame_count(frames: u32) -> Result<(), FramingError> {
     if frames == 0 {
         return Err(FramingError::NoFrames);
     }
@@ -48,6 +49,11 @@ fn model_buffer(frames: u32, frame_size: u32) -> Result<Buffer, FramingError> {
             max: MAX_FRAMES,
         });
     }
+    Ok(())
+}
+
+fn model_buffer(frames: u32, frame_size: u32) -> Result<Buffer, FramingError> {
+    model_frame_count(frames)?;
     // Whole pages, at least one.
     let slot = u64::from(frame_size.max(1)).div_ceil(PAGE) * PAGE;
     let slot = u32::try_from(slot).map_err(|_| FramingError::Overflow)?;
@@ -123,15 +129,7 @@ fn model_plan(
     align: u64,
     r: &Region,
 ) -> Result<(u64, u64, u64), FramingError> {
-    if frames == 0 {
-        return Err(FramingError::NoFrames);
-    }
-    if frames > MAX_FRAMES {
-        return Err(FramingError::TooManyFrames {
-            requested: frames,
-            max: MAX_FRAMES,
-        });
-    }
+    model_frame_count(frames)?;
     if frame_size == 0 {
         return Err(FramingError::ZeroFrameSize);
     }
