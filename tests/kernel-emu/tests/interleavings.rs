@@ -33,9 +33,22 @@ struct Run {
 
 /// Streams `FRAMES` frames, then stops with frames in flight; checks every
 /// frame queued completed exactly once and every full one is right.
-#[allow(clippy::too_many_lines)]
+///
+/// On an error the driver is left as it is (its end-of-test unload is
+/// skipped), so the error that stopped the scenario is the one reported,
+/// with the driver's `DbgPrint` output, instead of whatever the unload of a
+/// half-stopped stream then runs into.
 fn scenario(config: Config, path: Path) -> R<Run> {
     let mut d = Driver::boot(config)?;
+    let run = stream_and_stop(&mut d, path);
+    if run.is_err() {
+        d.disarm();
+    }
+    run.map_err(|e| format!("{e}\n--- DbgPrint ---\n{}", d.log()))
+}
+
+#[allow(clippy::too_many_lines)]
+fn stream_and_stop(d: &mut Driver, path: Path) -> R<Run> {
     let f = format(PixelFormat::Yuy2, 320, 240);
     let size = f.layout().unwrap().image_size();
     let filter = d.create_filter()?;
@@ -55,7 +68,7 @@ fn scenario(config: Config, path: Path) -> R<Run> {
     let mut queued = Vec::new();
     let mut completed: Vec<Completed> = Vec::new();
     for _ in 0..DEPTH {
-        queued.extend(common::queue_from(&mut d, pin, size, allocator)?);
+        queued.extend(common::queue_from(d, pin, size, allocator)?);
     }
     let mut delivered = 0;
     for _ in 0..4 * FRAMES {
@@ -76,7 +89,7 @@ fn scenario(config: Config, path: Path) -> R<Run> {
                 d.free(a, c.data_address)?;
             }
             completed.push(c);
-            queued.extend(common::queue_from(&mut d, pin, size, allocator)?);
+            queued.extend(common::queue_from(d, pin, size, allocator)?);
         }
     }
     if delivered < FRAMES {
