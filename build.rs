@@ -62,6 +62,15 @@ typedef CHAR TCHAR;
     /// from wdk-sys: see `scripts/check_ks_bindings.py`.)
     const WINDEF_TYPES: &str = "BOOL|WINBOOL|UINT|BYTE|WORD|DWORD|FLOAT|COLORREF|TCHAR|RECT|tagRECT|SIZE|tagSIZE|IUnknown|IUnknownVtbl|PUNKNOWN";
 
+    /// The ks.h / ksmedia.h structures declared with bitfields (bindgen
+    /// would generate `unsafe` accessors for them); none is used by the
+    /// driver, so they are generated as opaque blobs of the right size.
+    /// (mingw-w64 declares two; the WDK's ksmedia.h one, the UVC metadata
+    /// timestamp.) A header version with another fails the build below,
+    /// naming it.
+    const BITFIELD_TYPES: &str =
+        "_?KSPROPERTY_SPPAL|_?KS_COLCON|_?KSSTREAM_UVC_METADATATYPE_TIMESTAMP";
+
     /// Tells bindgen what the wdk-sys types (not generated here, so unknown
     /// to its derive analysis) implement: without this, no KS struct that
     /// has a wdk-sys field (`ULONG`, `GUID`, `PVOID`, ...) would be `Copy`
@@ -115,10 +124,38 @@ typedef CHAR TCHAR;
             .allowlist_type(WINDEF_TYPES)
             .allowlist_recursively(false)
             .parse_callbacks(Box::new(WdkSysTypes))
+            // No `unsafe` code in the generated file: the crate's lints
+            // forbid undocumented and multi-operation unsafe blocks, and a
+            // forbidden lint cannot be allowed for one module. So no
+            // `Default` impls (they zero through `MaybeUninit`; the driver
+            // starts its tables from `boundary::zeroed` instead), and the
+            // ksmedia.h structures with bitfields, which the driver does
+            // not use, are opaque (no bitfield accessors).
+            .derive_default(false)
+            .opaque_type(BITFIELD_TYPES)
             .raw_line("use wdk_sys::*;")
             .generate()?;
 
-        bindings.write_to_file(out_dir.join(KS_BINDINGS_FILE))?;
+        let text = bindings.to_string();
+        if text.contains("unsafe {") || text.contains("unsafe{") {
+            let with_bitfields: Vec<&str> = text
+                .split("pub struct ")
+                .skip(1)
+                .filter(|item| {
+                    item.split("\npub ")
+                        .next()
+                        .is_some_and(|body| body.contains("_bitfield_"))
+                })
+                .filter_map(|item| item.split_whitespace().next())
+                .collect();
+            return Err(format!(
+                "the generated KS bindings contain `unsafe` code, which the crate's lints \
+                 forbid; structures with bitfields: {with_bitfields:?} (add them to \
+                 BITFIELD_TYPES in build.rs)"
+            )
+            .into());
+        }
+        std::fs::write(out_dir.join(KS_BINDINGS_FILE), text)?;
         Ok(())
     }
 }

@@ -9,42 +9,36 @@
 //! the hardware's spin lock; which pin streams is decided under the
 //! device's mutex.
 
-use core::ptr::{null, null_mut};
-use core::sync::atomic::Ordering;
+use core::ptr::null;
 
 use wdk_sys::{
-    GUID, NTSTATUS, PIRP, PULONG, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
-    STATUS_DEVICE_REMOVED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE,
-    STATUS_INVALID_PARAMETER, STATUS_NO_MATCH, STATUS_PENDING, STATUS_SHARING_VIOLATION,
+    GUID, NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY, STATUS_DEVICE_REMOVED,
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NO_MATCH, STATUS_PENDING,
     STATUS_SUCCESS,
 };
 
 use super::allocator::ALLOCATOR_DISPATCH;
 use super::bindings::{
-    self, _KsEdit, KsGetDevice, KsPinGetLeadingEdgeStreamPointer, KsStreamPointerAdvance,
-    KsStreamPointerAdvanceOffsets, KsStreamPointerSetStatusCode, KsStreamPointerUnlock,
-    KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSAUTOMATION_TABLE, KSDATARANGE, KSEVENT_ITEM,
-    KSMETHOD_ITEM, KSOBJECT_BAG, KSPIN_COMMUNICATION, KSPIN_DATAFLOW, KSPIN_DESCRIPTOR_EX,
-    KSPIN_DISPATCH, KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY, KSPROPERTY_DROPPEDFRAMES_CURRENT_S,
-    KSPROPERTY_ITEM, KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER, KSSTREAM_POINTER_STATE,
-    KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO, PKSDATAFORMAT, PKSDATARANGE, PKSIDENTIFIER,
-    PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN,
+    self, KSALLOCATOR_FRAMING_EX, KSAUTOMATION_TABLE, KSDATARANGE, KSEVENT_ITEM, KSMETHOD_ITEM,
+    KSPIN_COMMUNICATION, KSPIN_DATAFLOW, KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH,
+    KSPIN_FLAG_PROCESS_IN_RUN_STATE_ONLY, KSPROPERTY_DROPPEDFRAMES_CURRENT_S, KSPROPERTY_ITEM,
+    KSPROPERTY_SET, KSSTATE, KSSTREAM_HEADER, KS_DATAFORMAT_VIDEOINFOHEADER, KS_FRAME_INFO,
 };
-use super::device::{DeviceContext, StreamingPin};
-use super::driver_entry::KsTable;
-use super::hardware::{surface_pitch, Hardware, Step, WorkItem};
+use super::boundary::{
+    intersect_handler, pin_dispatch, property_get_handler, zeroed, DataIntersection, DeviceRef,
+    KsPin, KsTable, PinContextType, PinDispatch, PinHandle, PoolBox, PropertyGet,
+};
+use super::device_context::DeviceContext;
+use super::hardware::{DeviceParts, Hardware, Step};
 use super::ks_format::{
-    format_for, our_range, read_client_range, read_format, to_guid, ulong_size_of,
-    KS_DATA_RANGE_POINTERS,
+    connection_format, format_for, our_range, to_guid, ulong_size_of, KS_DATA_RANGE_POINTERS,
 };
-use super::nonpaged::{PoolBox, POOL_TAG};
-use crate::portable::capture_engine::ClientBuffer;
 use crate::portable::framing::{PinFraming, DEFAULT_PIN_FRAMES};
 use crate::portable::guid::{PIN_CATEGORY_CAPTURE, PROPSETID_VIDCAP_DROPPEDFRAMES};
+use crate::portable::ks_buffers;
 use crate::portable::pin_state::{format_change_allowed, transition, HardwareAction, KsState};
 use crate::portable::video_format::{
-    intersect, validate_format, FormatError, FrameLayout, OutputBuffer, VideoFormat,
-    DATA_RANGE_COUNT,
+    intersect, FormatError, FrameLayout, VideoFormat, DATA_RANGE_COUNT,
 };
 
 /// Per-pin state, in `KSPIN.Context` from Create to Close.
@@ -52,36 +46,19 @@ use crate::portable::video_format::{
 /// Only shared references to it are ever made: the timer DPC, Process and
 /// the property handler may use it at the same time as the state callbacks.
 /// What changes lives behind the hardware's spin lock or in atomics.
-pub(crate) struct PinContext {
-    pub(crate) hardware: Hardware,
+pub struct PinContext {
+    hardware: Hardware,
+    device: DeviceRef<DeviceContext>,
 }
 
-impl PinContext {
-    /// The context of a created pin.
-    ///
-    /// # Safety
-    /// `pin` is a live pin of this driver whose Create succeeded and whose
-    /// Close has not run.
-    ///
-    /// IRQL: any (reads the pin object and its context, both nonpaged).
-    pub(crate) unsafe fn of<'a>(pin: PKSPIN) -> Option<&'a PinContext> {
-        // SAFETY: the caller's guarantee: Context is the PinContext Create set.
-        unsafe { (*pin).Context.cast::<PinContext>().as_ref() }
-    }
-
-    /// The device context this pin streams from.
-    ///
-    /// IRQL: any.
-    pub(crate) fn device(&self) -> Option<&DeviceContext> {
-        self.hardware.device()
-    }
-}
+// SAFETY: `PinContext` is the only type the driver stores in
+// `KSPIN.Context` (the Create trampoline installs what `create` returns).
+unsafe impl PinContextType for PinContext {}
 
 // --- Descriptor -------------------------------------------------------------
 
 const fn framing_ex(p: &PinFraming) -> KSALLOCATOR_FRAMING_EX {
-    // SAFETY: integers and GUIDs; all-zero is valid.
-    let mut f: KSALLOCATOR_FRAMING_EX = unsafe { core::mem::zeroed() };
+    let mut f: KSALLOCATOR_FRAMING_EX = zeroed();
     f.CountItems = 1;
     f.PinFlags = 0;
     f.OutputCompression.RatioNumerator = 1;
@@ -124,30 +101,28 @@ static PIN_FRAMING: KSALLOCATOR_FRAMING_EX = framing_ex(&PinFraming::declared())
 
 static PIN_CATEGORY: GUID = to_guid(PIN_CATEGORY_CAPTURE);
 
-static PIN_DISPATCH: KsTable<KSPIN_DISPATCH> = KsTable(KSPIN_DISPATCH {
-    Create: Some(pin_create),
-    Close: Some(pin_close),
-    Process: Some(pin_process),
-    Reset: None,
-    SetDataFormat: Some(pin_set_data_format),
-    SetDeviceState: Some(pin_set_device_state),
-    Connect: None,
-    Disconnect: None,
-    Clock: null(),
-    Allocator: &raw const ALLOCATOR_DISPATCH,
-});
+static PIN_DISPATCH: KsTable<KSPIN_DISPATCH> =
+    KsTable(pin_dispatch::<PinContext>(&ALLOCATOR_DISPATCH.0));
 
-static DROPPED_FRAMES_PROPERTIES: KsTable<[KSPROPERTY_ITEM; 1]> = KsTable([{
-    // SAFETY: integers, pointers and option-of-fn; all-zero is valid (no
-    // set handler, no values, no relations).
-    let mut item: KSPROPERTY_ITEM = unsafe { core::mem::zeroed() };
-    item.PropertyId =
-        bindings::KSPROPERTY_VIDCAP_DROPPEDFRAMES::KSPROPERTY_DROPPEDFRAMES_CURRENT as u32;
-    item.__bindgen_anon_1.GetPropertyHandler = Some(get_dropped_frames);
-    item.MinProperty = ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
-    item.MinData = ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
-    item
-}]);
+/// `KSPROPERTY_DROPPEDFRAMES_CURRENT`: frames due, dropped, and the average
+/// frame size of the stream.
+struct DroppedFrames;
+
+impl PropertyGet<PinContext> for DroppedFrames {
+    type Value = KSPROPERTY_DROPPEDFRAMES_CURRENT_S;
+
+    fn get(context: &PinContext, value: &mut Self::Value) {
+        let stats = context.hardware.stats();
+        value.PictureNumber = i64::try_from(stats.picture_number()).unwrap_or(i64::MAX);
+        value.DropCount = i64::try_from(stats.dropped).unwrap_or(i64::MAX);
+        value.AverageFrameSize = context.hardware.image_size();
+    }
+}
+
+static DROPPED_FRAMES_PROPERTIES: KsTable<[KSPROPERTY_ITEM; 1]> =
+    KsTable([property_get_handler::<PinContext, DroppedFrames>(
+        bindings::KSPROPERTY_VIDCAP_DROPPEDFRAMES::KSPROPERTY_DROPPEDFRAMES_CURRENT as u32,
+    )]);
 
 static DROPPED_FRAMES_SET_ID: GUID = to_guid(PROPSETID_VIDCAP_DROPPEDFRAMES);
 
@@ -172,13 +147,12 @@ static PIN_AUTOMATION: KsTable<KSAUTOMATION_TABLE> = KsTable(KSAUTOMATION_TABLE 
 });
 
 /// The capture pin's descriptor.
-pub(crate) static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable({
-    // SAFETY: pointers, integers and option-of-fn; all-zero is valid (no
-    // interfaces and mediums: the standard streaming ones).
-    let mut d: KSPIN_DESCRIPTOR_EX = unsafe { core::mem::zeroed() };
+pub static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable({
+    // No interfaces and mediums: the standard streaming ones.
+    let mut d: KSPIN_DESCRIPTOR_EX = zeroed();
     d.Dispatch = &raw const PIN_DISPATCH.0;
     d.AutomationTable = &raw const PIN_AUTOMATION.0;
-    #[allow(clippy::cast_possible_truncation)]
+    #[expect(clippy::cast_possible_truncation, reason = "a handful of ranges")]
     {
         d.PinDescriptor.DataRangesCount = DATA_RANGE_COUNT as u32;
     }
@@ -193,29 +167,11 @@ pub(crate) static CAPTURE_PIN_DESCRIPTOR: KsTable<KSPIN_DESCRIPTOR_EX> = KsTable
     d.InstancesPossible = 1;
     d.InstancesNecessary = 1;
     d.AllocatorFraming = &raw const PIN_FRAMING;
-    d.IntersectHandler = Some(intersect_handler);
+    d.IntersectHandler = intersect_handler::<VideoIntersection>();
     d
 });
 
 // --- Create / Close / format -----------------------------------------------
-
-/// The connection format, validated by the core.
-///
-/// # Safety
-/// `pin` is live and its `ConnectionFormat` set (true from `SetDataFormat` on).
-///
-/// IRQL: PASSIVE_LEVEL (pin Create and `SetDataFormat`).
-unsafe fn connection_format(pin: PKSPIN) -> Result<VideoFormat, NTSTATUS> {
-    // SAFETY: the caller's guarantee; ks.sys validated FormatSize against
-    // the buffer it allocated for the format.
-    let format = unsafe { (*pin).ConnectionFormat };
-    if format.is_null() {
-        return Err(STATUS_INVALID_PARAMETER);
-    }
-    // SAFETY: as above.
-    let proposed = unsafe { read_format(format) }.map_err(FormatError::ntstatus)?;
-    validate_format(&proposed).map_err(FormatError::ntstatus)
-}
 
 /// The frame layout and the per-pin framing of a connection format
 /// (`STATUS_INVALID_PARAMETER` if the core cannot size it).
@@ -231,404 +187,191 @@ fn layout_and_framing(format: &VideoFormat) -> Result<(FrameLayout, PinFraming),
     }
 }
 
-/// Replaces the pin's descriptor and framing with per-pin copies
-/// (`_KsEdit`; the statics are never written) and writes the connection's
-/// framing into the copy. Editing an already edited item is a no-op.
-///
-/// IRQL: PASSIVE_LEVEL, pin control mutex held (Create, `SetDataFormat`).
-unsafe fn edit_framing(pin: PKSPIN, framing: &PinFraming) -> NTSTATUS {
-    // SAFETY: live pin, PASSIVE, mutex held (caller). Each `ks_edit`
-    // replaces the pointer it is given with a bag-owned copy of the item;
-    // we then only write to the copy of the framing.
-    unsafe {
-        let status = ks_edit((*pin).Bag, &raw mut (*pin).Descriptor);
-        if status < 0 {
-            return status;
-        }
-        let descriptor = (*pin).Descriptor.cast_mut();
-        let status = ks_edit((*pin).Bag, &raw mut (*descriptor).AllocatorFraming);
-        if status < 0 {
-            return status;
-        }
-        (*descriptor)
-            .AllocatorFraming
-            .cast_mut()
-            .write(framing_ex(framing));
+impl PinDispatch for PinContext {
+    /// `AVStrMiniPinCreate`: the pin context (no frame memory: staging
+    /// slots come at STOP → ACQUIRE) and the per-pin framing.
+    fn create(pin: &KsPin<'_>, handle: PinHandle) -> Result<PoolBox<Self>, NTSTATUS> {
+        let format = connection_format(pin)?;
+        let device = pin
+            .device_context::<DeviceContext>()
+            .ok_or(STATUS_DEVICE_NOT_READY)?;
+        let (layout, pin_framing) = layout_and_framing(&format)?;
+        let parts = DeviceParts {
+            dma: device.project(|d| &d.dma),
+            allocators: device.project(|d| &d.allocators),
+            streaming: device.project(|d| &d.streaming),
+        };
+        let hardware = Hardware::new(pin, handle, parts, format, layout)?;
+        let context = PoolBox::try_new(Self { hardware, device })
+            .ok_or(wdk_sys::STATUS_INSUFFICIENT_RESOURCES)?;
+        pin.edit_allocator_framing(framing_ex(&pin_framing))?;
+        pin.set_stream_header_size(
+            ulong_size_of::<KSSTREAM_HEADER>() + ulong_size_of::<KS_FRAME_INFO>(),
+        );
+        Ok(context)
     }
-    STATUS_SUCCESS
-}
 
-/// The WDK's `KsEdit` macro (an inline, not an export): `_KsEdit` of an
-/// item to a same-sized, bag-owned copy, the pointer updated in place.
-///
-/// IRQL: PASSIVE_LEVEL.
-///
-/// # Safety
-/// `bag` is the object bag of a live object whose mutex the caller holds,
-/// and `item` points at that object's pointer to a `T`.
-unsafe fn ks_edit<T>(bag: KSOBJECT_BAG, item: *mut *const T) -> NTSTATUS {
-    let size = ulong_size_of::<T>();
-    // SAFETY: the caller's guarantee; old and new sizes are both `T`'s.
-    unsafe { _KsEdit(bag, item.cast::<PVOID>(), size, size, POOL_TAG) }
-}
-
-/// `AVStrMiniPinCreate`: the pin context (no frame memory: staging slots
-/// come at STOP → ACQUIRE) and the per-pin framing.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn pin_create(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
-    // SAFETY: AVStream passes a live pin with its connection format set.
-    let format = match unsafe { connection_format(pin) } {
-        Ok(f) => f,
-        Err(status) => return status,
-    };
-    // SAFETY: live pin of this driver.
-    let Some(device) = (unsafe { DeviceContext::of_object(pin.cast()) }) else {
-        return STATUS_DEVICE_NOT_READY;
-    };
-    let (layout, pin_framing) = match layout_and_framing(&format) {
-        Ok(both) => both,
-        Err(status) => return status,
-    };
-    // SAFETY: live pin; KsGetDevice returns its live device, whose FDO the
-    // work item references while queued.
-    let work_item = unsafe {
-        let ks_device = KsGetDevice(pin.cast());
-        if ks_device.is_null() {
-            return STATUS_DEVICE_NOT_READY;
-        }
-        WorkItem::new((*ks_device).FunctionalDeviceObject)
-    };
-    let Some(work_item) = work_item else {
-        return STATUS_INSUFFICIENT_RESOURCES;
-    };
-    let context = PinContext {
-        hardware: Hardware::new(pin, device, work_item, format, layout),
-    };
-    let Some(context) = PoolBox::try_new(context) else {
-        return STATUS_INSUFFICIENT_RESOURCES;
-    };
-    // SAFETY: live pin, PASSIVE, control mutex held during Create.
-    let status = unsafe { edit_framing(pin, &pin_framing) };
-    if status < 0 {
-        return status; // `context` (and its work item) drops here
-    }
-    let raw = context.into_raw();
-    // SAFETY: `raw` is the context's final address (owned by the pin until
-    // Close); only shared references to it are made from here on.
-    unsafe { (*raw).hardware.init() };
-    // SAFETY: live pin; StreamHeaderSize and Context are the minidriver's.
-    unsafe {
-        (*pin).StreamHeaderSize =
-            ulong_size_of::<KSSTREAM_HEADER>() + ulong_size_of::<KS_FRAME_INFO>();
-        (*pin).Context = raw.cast();
-    }
-    STATUS_SUCCESS
-}
-
-/// `AVStrMiniPinClose`: stops the hardware if a stop was skipped (every
-/// frame it held completes), gives the stream's memory and the device's
-/// hardware claim back, and frees the context.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn pin_close(pin: PKSPIN, _irp: PIRP) -> NTSTATUS {
-    // SAFETY: Context is the pointer Create made with PoolBox::into_raw;
-    // Close runs once, after every other pin callback.
-    let Some(context) = (unsafe { PoolBox::from_raw((*pin).Context.cast::<PinContext>()) }) else {
-        return STATUS_SUCCESS;
-    };
-    if let Some(device) = context.device() {
-        let mut streaming = device.streaming.lock();
+    /// `AVStrMiniPinClose`: stops the hardware if a stop was skipped (every
+    /// frame it held completes), gives the stream's memory and the device's
+    /// hardware claim back; the context is freed on return.
+    fn close(_pin: &KsPin<'_>, context: PoolBox<Self>) {
+        let mut streaming = context.device.streaming.lock();
         context.hardware.halt();
-        context.hardware.release();
-        streaming.release(&raw const context.hardware);
+        context.hardware.release(&mut streaming);
     }
-    // SAFETY: live pin; the context is gone with `context`.
-    unsafe { (*pin).Context = null_mut() };
-    STATUS_SUCCESS
-}
 
-/// `AVStrMiniPinSetDataFormat`: the core validates the format; before Create
-/// (`old_format` NULL) that is all; on a connected pin the change is allowed
-/// only in STOP and re-derives the framing.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn pin_set_data_format(
-    pin: PKSPIN,
-    old_format: PKSDATAFORMAT,
-    _old_attributes: PKSMULTIPLE_ITEM,
-    _range: *const KSDATARANGE,
-    _attribute_range: *const KSATTRIBUTE_LIST,
-) -> NTSTATUS {
-    // SAFETY: AVStream passes a live pin whose ConnectionFormat is the
-    // format being proposed.
-    let format = match unsafe { connection_format(pin) } {
-        Ok(f) => f,
-        Err(status) => return status,
-    };
-    if old_format.is_null() {
-        return STATUS_SUCCESS; // Context still belongs to the filter here
-    }
-    // SAFETY: a pin with an old format has been created.
-    let state = KsState::from_raw(unsafe { (*pin).DeviceState });
-    if !state.is_some_and(format_change_allowed) {
-        return STATUS_INVALID_DEVICE_STATE;
-    }
-    // SAFETY: a pin with an old format has been created; only a shared
-    // reference is made.
-    let Some(context) = (unsafe { PinContext::of(pin) }) else {
-        return STATUS_INVALID_DEVICE_STATE;
-    };
-    let (layout, pin_framing) = match layout_and_framing(&format) {
-        Ok(both) => both,
-        Err(status) => return status,
-    };
-    // Everything that can refuse comes before the pin changes: the
-    // hardware's precondition, then the framing edit.
-    if !context.hardware.can_reformat() {
-        return STATUS_INVALID_DEVICE_STATE;
-    }
-    // SAFETY: live pin, PASSIVE, control mutex held.
-    let status = unsafe { edit_framing(pin, &pin_framing) };
-    if status < 0 {
-        return status;
-    }
-    if context.hardware.reformat(format, layout) {
-        STATUS_SUCCESS
-    } else {
-        STATUS_INVALID_DEVICE_STATE
-    }
-}
-
-/// `AVStrMiniPinSetDeviceState`: runs the core's transition actions on the
-/// hardware, under the device mutex (one streaming pin per device, and
-/// PnP's stop or surprise removal never overlaps a transition). Never
-/// returns `STATUS_PENDING`.
-///
-/// IRQL: PASSIVE_LEVEL, filter control mutex held.
-unsafe extern "C" fn pin_set_device_state(
-    pin: PKSPIN,
-    to: KSSTATE::Type,
-    from: KSSTATE::Type,
-) -> NTSTATUS {
-    let (Some(to), Some(from)) = (KsState::from_raw(to), KsState::from_raw(from)) else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    // SAFETY: created pin; only a shared reference is made.
-    let Some(context) = (unsafe { PinContext::of(pin) }) else {
-        return STATUS_INVALID_DEVICE_STATE;
-    };
-    let Some(device) = context.device() else {
-        return STATUS_DEVICE_NOT_READY;
-    };
-    let hardware = &context.hardware;
-    let ours: *const Hardware = hardware;
-    let mut streaming = device.streaming.lock();
-    for action in transition(from, to).iter() {
-        match action {
-            HardwareAction::Acquire => {
-                if device.removed.load(Ordering::Acquire) {
-                    return STATUS_DEVICE_REMOVED;
-                }
-                if !streaming.0.is_null() && !core::ptr::eq(streaming.0, ours) {
-                    return STATUS_SHARING_VIOLATION; // another pin streams
-                }
-                if let Err(status) = hardware.acquire() {
-                    return status;
-                }
-                *streaming = StreamingPin(ours);
-            }
-            HardwareAction::Run => {
-                if device.removed.load(Ordering::Acquire) {
-                    return STATUS_DEVICE_REMOVED;
-                }
-                hardware.run();
-            }
-            HardwareAction::Pause => hardware.pause(),
-            HardwareAction::StopAndFlush => hardware.halt(),
-            HardwareAction::Release => {
-                hardware.release();
-                streaming.release(ours);
-            }
-        }
-    }
-    STATUS_SUCCESS
-}
-
-// --- Process ---------------------------------------------------------------
-
-/// `AVStrMiniPinProcess`: hands every queued frame to the hardware, in
-/// place when it is one of a live allocator's frames, else through a
-/// staging slot; returns `STATUS_PENDING` when the hardware is full (the
-/// delivery work item calls `KsPinAttemptProcessing` after the next
-/// completion).
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn pin_process(pin: PKSPIN) -> NTSTATUS {
-    // SAFETY: Process only runs on a created pin.
-    let Some(context) = (unsafe { PinContext::of(pin) }) else {
-        return STATUS_INVALID_DEVICE_STATE;
-    };
-    let hardware = &context.hardware;
-    // SAFETY: live pin; a locked leading edge or NULL.
-    let leading = unsafe {
-        KsPinGetLeadingEdgeStreamPointer(pin, KSSTREAM_POINTER_STATE::KSSTREAM_POINTER_STATE_LOCKED)
-    };
-    if leading.is_null() {
-        hardware.pend();
-        return STATUS_PENDING;
-    }
-    let mut status;
-    loop {
-        // SAFETY: `leading` is locked: its header and offsets are valid.
-        let (data, remaining, header) = unsafe {
-            let offset = &(*leading).OffsetOut;
-            (
-                offset.__bindgen_anon_1.Data,
-                offset.Remaining,
-                (*leading).StreamHeader,
-            )
+    /// `AVStrMiniPinProcess`: hands every queued frame to the hardware, in
+    /// place when it is one of a live allocator's frames, else through a
+    /// staging slot; returns `STATUS_PENDING` when the hardware is full (the
+    /// delivery work item calls `KsPinAttemptProcessing` after the next
+    /// completion).
+    fn process(pin: &KsPin<'_>) -> NTSTATUS {
+        let Some(context) = pin.context::<Self>() else {
+            return STATUS_INVALID_DEVICE_STATE;
         };
-        if data.is_null() || remaining == 0 {
-            // A zero-length frame: step over it (as avshws does); advancing
-            // offsets by 0 bytes might not leave it.
-            // SAFETY: locked leading edge.
-            status = unsafe { KsStreamPointerAdvance(leading) };
-        } else {
-            let client = ClientBuffer {
-                address: data as usize,
-                extent: remaining,
-                // SAFETY: the locked frame's header, sized by its `Size`.
-                surface_pitch: unsafe { surface_pitch(header) },
+        let hardware = &context.hardware;
+        let Some(mut leading) = pin.leading_edge() else {
+            hardware.pend();
+            return STATUS_PENDING;
+        };
+        let moved = loop {
+            let Some(client) = leading.frame() else {
+                // A zero-length frame: step over it (as avshws does);
+                // advancing offsets by 0 bytes might not leave it.
+                match leading.advance() {
+                    Ok(next) => leading = next,
+                    Err(status) => break Err(status),
+                }
+                continue;
             };
-            // SAFETY: `leading` is the locked leading edge, `client` its frame.
-            match unsafe { hardware.route(leading, client) } {
-                Step::Pend => {
-                    status = STATUS_PENDING;
-                    break;
-                }
-                Step::Skip => {
-                    // The frame cannot hold an image: it completes empty, with
-                    // an error status the client sees, instead of coming back
-                    // as a success with no data.
-                    // SAFETY: locked leading edge; its header is writable;
-                    // advancing by the whole (non-zero) remainder moves on.
-                    status = unsafe {
-                        (*header).DataUsed = 0;
-                        // Best effort: the frame completes empty either way.
-                        let _ = KsStreamPointerSetStatusCode(leading, STATUS_BUFFER_TOO_SMALL);
-                        KsStreamPointerAdvanceOffsets(leading, 0, remaining, 0)
-                    };
-                }
+            let next = match hardware.route(&leading, client) {
+                Step::Pend => break Ok(leading),
+                // The frame cannot hold an image: it completes empty, with
+                // an error status the client sees, instead of coming back
+                // as a success with no data.
+                Step::Skip => leading.complete_empty(STATUS_BUFFER_TOO_SMALL),
                 Step::Cloned(target, advance) => {
-                    // The leading edge leaves the frame first (by exactly the
-                    // bytes delivery will report as DataUsed, ejecting the
-                    // frame), so a DataUsed computed by ks.sys agrees with
-                    // ours; only then may the hardware complete the clone.
-                    // SAFETY: locked leading edge; `advance` <= `remaining`
-                    // (route_frame checked the image fits, CopyPlan keeps a
-                    // pitched copy inside the extent); the clone keeps the
-                    // frame alive.
-                    status = unsafe { KsStreamPointerAdvanceOffsets(leading, 0, advance, 1) };
+                    // The leading edge leaves the frame first (by exactly
+                    // the bytes delivery will report as DataUsed, ejecting
+                    // the frame), so a DataUsed computed by ks.sys agrees
+                    // with ours; only then may the hardware complete the
+                    // clone, which keeps the frame alive meanwhile.
+                    let next = leading.advance_out(advance, true);
                     hardware.submit_or_abandon(target);
+                    next
                 }
+            };
+            match next {
+                Ok(next) => leading = next,
+                Err(status) => break Err(status),
+            }
+        };
+        match moved {
+            // Still locked: unlocked as the guard drops.
+            Ok(_locked) => STATUS_PENDING,
+            // Ran off the end of the queue.
+            Err(STATUS_DEVICE_NOT_READY) => STATUS_SUCCESS,
+            Err(status) => {
+                hardware.pend();
+                status
             }
         }
-        if status < 0 {
-            break;
+    }
+
+    /// `AVStrMiniPinSetDataFormat`: the core validates the format; before
+    /// Create that is all; on a connected pin the change is allowed only in
+    /// STOP and re-derives the framing.
+    fn set_data_format(pin: &KsPin<'_>, created: bool) -> NTSTATUS {
+        let format = match connection_format(pin) {
+            Ok(f) => f,
+            Err(status) => return status,
+        };
+        if !created {
+            return STATUS_SUCCESS;
+        }
+        let state = KsState::from_raw(pin.device_state());
+        if !state.is_some_and(format_change_allowed) {
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+        let Some(context) = pin.context::<Self>() else {
+            return STATUS_INVALID_DEVICE_STATE;
+        };
+        let (layout, pin_framing) = match layout_and_framing(&format) {
+            Ok(both) => both,
+            Err(status) => return status,
+        };
+        // Everything that can refuse comes before the pin changes: the
+        // hardware's precondition, then the framing edit.
+        if !context.hardware.can_reformat() {
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+        if let Err(status) = pin.edit_allocator_framing(framing_ex(&pin_framing)) {
+            return status;
+        }
+        if context.hardware.reformat(format, layout) {
+            STATUS_SUCCESS
+        } else {
+            STATUS_INVALID_DEVICE_STATE
         }
     }
-    if status >= 0 {
-        // SAFETY: the leading edge is still locked (no failed advance).
-        unsafe { KsStreamPointerUnlock(leading, 0) };
-    } else if status == STATUS_DEVICE_NOT_READY {
-        status = STATUS_SUCCESS; // ran off the end of the queue
-    } else {
-        hardware.pend();
-    }
-    status
-}
 
-// --- Intersection and properties ---------------------------------------------
-
-/// `AVStrMiniIntersectHandlerEx`: our range against the caller's, by the
-/// core's rules; writes a `KS_DATAFORMAT_VIDEOINFOHEADER`.
-///
-/// IRQL: PASSIVE_LEVEL.
-unsafe extern "C" fn intersect_handler(
-    _filter: PVOID,
-    _irp: PIRP,
-    _pin: PKSP_PIN,
-    caller_range: PKSDATARANGE,
-    our_range_ptr: PKSDATARANGE,
-    buffer_size: u32,
-    data: PVOID,
-    data_size: PULONG,
-) -> NTSTATUS {
-    let Some(ours) = our_range(our_range_ptr) else {
-        return STATUS_NO_MATCH;
-    };
-    // SAFETY: ks.sys checked the caller's range against the request buffer.
-    let client = match unsafe { read_client_range(caller_range) } {
-        Ok(c) => c,
-        Err(e) => return e.ntstatus(),
-    };
-    let format = match intersect(&client, &ours) {
-        Ok(f) => f,
-        Err(e) => return e.ntstatus(),
-    };
-    let Some(result) = format_for(&format) else {
-        return STATUS_NO_MATCH;
-    };
-    let needed = ulong_size_of::<KS_DATAFORMAT_VIDEOINFOHEADER>();
-    let check = OutputBuffer::check(buffer_size, needed);
-    if check == OutputBuffer::Fits {
-        // SAFETY: `data` holds `buffer_size` >= `needed` writable bytes
-        // (ks.sys's contract); possibly unaligned.
-        unsafe {
-            data.cast::<KS_DATAFORMAT_VIDEOINFOHEADER>()
-                .write_unaligned(result);
+    /// `AVStrMiniPinSetDeviceState`: runs the core's transition actions on
+    /// the hardware, under the device mutex (one streaming pin per device,
+    /// and PnP's stop or surprise removal never overlaps a transition).
+    fn set_device_state(pin: &KsPin<'_>, to: KSSTATE::Type, from: KSSTATE::Type) -> NTSTATUS {
+        let (Some(to), Some(from)) = (KsState::from_raw(to), KsState::from_raw(from)) else {
+            return STATUS_INVALID_PARAMETER;
         };
+        let Some(context) = pin.context::<Self>() else {
+            return STATUS_INVALID_DEVICE_STATE;
+        };
+        let device = &context.device;
+        let hardware = &context.hardware;
+        let mut streaming = device.streaming.lock();
+        for action in transition(from, to).iter() {
+            let step = match action {
+                HardwareAction::Acquire | HardwareAction::Run if device.is_removed() => {
+                    Err(STATUS_DEVICE_REMOVED)
+                }
+                HardwareAction::Acquire => hardware.acquire(&mut streaming),
+                HardwareAction::Run => {
+                    hardware.run();
+                    Ok(())
+                }
+                HardwareAction::Pause => {
+                    hardware.pause();
+                    Ok(())
+                }
+                HardwareAction::StopAndFlush => {
+                    hardware.halt();
+                    Ok(())
+                }
+                HardwareAction::Release => {
+                    hardware.release(&mut streaming);
+                    Ok(())
+                }
+            };
+            if let Err(status) = step {
+                return status;
+            }
+        }
+        STATUS_SUCCESS
     }
-    if check != OutputBuffer::TooSmall && !data_size.is_null() {
-        // SAFETY: ks.sys passes a valid out pointer.
-        unsafe { *data_size = needed };
-    }
-    check.ntstatus()
 }
 
-/// `KSPROPERTY_DROPPEDFRAMES_CURRENT` get handler: frames due, dropped, and
-/// the average frame size of the stream.
-///
-/// IRQL: PASSIVE_LEVEL. ks.sys has checked the buffers against the item's
-/// `MinProperty` / `MinData` before calling.
-unsafe extern "C" fn get_dropped_frames(
-    irp: PIRP,
-    _request: PKSIDENTIFIER,
-    data: PVOID,
-) -> NTSTATUS {
-    // SAFETY: a property IRP on a pin of this driver.
-    let pin = unsafe { bindings::KsGetPinFromIrp(irp) };
-    if pin.is_null() || data.is_null() {
-        return STATUS_INVALID_PARAMETER;
+// --- Intersection ------------------------------------------------------------
+
+/// The pin's data intersection: our range against the caller's, by the
+/// core's rules, as a `KS_DATAFORMAT_VIDEOINFOHEADER`.
+struct VideoIntersection;
+
+impl DataIntersection for VideoIntersection {
+    type Format = KS_DATAFORMAT_VIDEOINFOHEADER;
+
+    fn intersect(caller_range: &[u8], our: *const KSDATARANGE) -> Result<Self::Format, NTSTATUS> {
+        let ours = our_range(our).ok_or(STATUS_NO_MATCH)?;
+        let client = ks_buffers::read_data_range(caller_range).map_err(FormatError::ntstatus)?;
+        let format = intersect(&client, &ours).map_err(FormatError::ntstatus)?;
+        format_for(&format).ok_or(STATUS_NO_MATCH)
     }
-    // SAFETY: properties reach only created pins.
-    let Some(context) = (unsafe { PinContext::of(pin) }) else {
-        return STATUS_INVALID_DEVICE_STATE;
-    };
-    let stats = context.hardware.stats();
-    let average = context.hardware.image_size();
-    // SAFETY: `data` holds at least MinData bytes: a whole
-    // KSPROPERTY_DROPPEDFRAMES_CURRENT_S; possibly unaligned.
-    unsafe {
-        let out = data.cast::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>();
-        let mut value = out.read_unaligned();
-        value.PictureNumber = i64::try_from(stats.picture_number()).unwrap_or(i64::MAX);
-        value.DropCount = i64::try_from(stats.dropped).unwrap_or(i64::MAX);
-        value.AverageFrameSize = average;
-        out.write_unaligned(value);
-        (*irp).IoStatus.Information =
-            u64::from(ulong_size_of::<KSPROPERTY_DROPPEDFRAMES_CURRENT_S>());
-    }
-    STATUS_SUCCESS
 }

@@ -8,28 +8,8 @@
 use wdk_sys::{DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING};
 
 use super::bindings::{KsInitializeDriver, KSDEVICE_DESCRIPTOR};
+use super::boundary::{zeroed, KsTable};
 use super::device::DEVICE_DISPATCH;
-
-/// A descriptor or dispatch table that ks.sys reads for as long as the
-/// driver is loaded.
-///
-/// KS tables hold raw pointers to each other, and raw pointers are not
-/// `Sync`, so a plain `static` of such a table does not compile. This wrapper
-/// is `Sync` because the tables are immutable: they are built at compile time
-/// and neither the driver nor ks.sys ever writes to them (ks.sys takes them
-/// as pointers to `const`; per-instance changes go through `_KsEdit`, which
-/// copies first).
-#[repr(transparent)]
-pub(crate) struct KsTable<T>(pub(crate) T);
-
-// SAFETY: `Sync` means `&KsTable<T>` may be used from several threads at
-// once. Through a shared reference the wrapped `T` can only be read, and
-// `T: Copy` rules out interior mutability (`UnsafeCell`, hence `Cell`,
-// atomics and locks, is not `Copy`), so concurrent users can only perform
-// concurrent reads, which do not race. The raw pointers inside are just
-// values here; dereferencing one is `unsafe` and is justified where it
-// happens (ks.sys only reads these tables).
-unsafe impl<T: Copy> Sync for KsTable<T> {}
 
 /// The device descriptor given to `KsInitializeDriver`: the dispatch table
 /// above, no static filter descriptors (the filter factory is created at
@@ -39,10 +19,8 @@ unsafe impl<T: Copy> Sync for KsTable<T> {}
 /// depend on members a header version may append (the current WDK appends
 /// `Flags`, read only when `Version` is `KSDEVICE_DESCRIPTOR_VERSION_2`).
 static DEVICE_DESCRIPTOR: KsTable<KSDEVICE_DESCRIPTOR> = KsTable({
-    // SAFETY: KSDEVICE_DESCRIPTOR is a C struct of pointers and integers, for
-    // all of which all-zero bytes are a valid value (null, 0).
-    let mut descriptor: KSDEVICE_DESCRIPTOR = unsafe { core::mem::zeroed() };
-    descriptor.Dispatch = &raw const DEVICE_DISPATCH;
+    let mut descriptor: KSDEVICE_DESCRIPTOR = zeroed();
+    descriptor.Dispatch = &raw const DEVICE_DISPATCH.0;
     descriptor.FilterDescriptorsCount = 0;
     descriptor.FilterDescriptors = core::ptr::null();
     descriptor.Version = 0;

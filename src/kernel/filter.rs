@@ -10,8 +10,8 @@ use wdk_sys::GUID;
 use super::bindings::{
     KSFILTER_DESCRIPTOR, KSFILTER_DISPATCH, KSNODE_DESCRIPTOR, KSPIN_DESCRIPTOR_EX,
 };
+use super::boundary::{zeroed, KsTable};
 use super::capture_pin::CAPTURE_PIN_DESCRIPTOR;
-use super::driver_entry::KsTable;
 use super::ks_format::{to_guid, ulong_size_of};
 use crate::portable::filter_identity::FILTER_CATEGORIES;
 use crate::portable::guid::KSNAME_FILTER;
@@ -40,10 +40,9 @@ static REFERENCE_GUID: GUID = to_guid(KSNAME_FILTER);
 static PIN_DESCRIPTORS: KsTable<[KSPIN_DESCRIPTOR_EX; 1]> = KsTable([CAPTURE_PIN_DESCRIPTOR.0]);
 
 /// The filter descriptor handed to `KsCreateFilterFactory` at device start.
-pub(crate) static FILTER_DESCRIPTOR: KsTable<KSFILTER_DESCRIPTOR> = KsTable({
-    // SAFETY: KSFILTER_DESCRIPTOR is pointers and integers; all-zero is
-    // valid (no nodes, no connections, no component id).
-    let mut d: KSFILTER_DESCRIPTOR = unsafe { core::mem::zeroed() };
+pub static FILTER_DESCRIPTOR: KsTable<KSFILTER_DESCRIPTOR> = KsTable({
+    // No nodes, no connections, no component id.
+    let mut d: KSFILTER_DESCRIPTOR = zeroed();
     d.Dispatch = &raw const FILTER_DISPATCH;
     d.AutomationTable = core::ptr::null();
     d.Version = KSFILTER_DESCRIPTOR_VERSION;
@@ -52,7 +51,7 @@ pub(crate) static FILTER_DESCRIPTOR: KsTable<KSFILTER_DESCRIPTOR> = KsTable({
     d.PinDescriptorsCount = 1;
     d.PinDescriptorSize = ulong_size_of::<KSPIN_DESCRIPTOR_EX>();
     d.PinDescriptors = PIN_DESCRIPTORS.0.as_ptr();
-    #[allow(clippy::cast_possible_truncation)]
+    #[expect(clippy::cast_possible_truncation, reason = "three categories")]
     {
         d.CategoriesCount = FILTER_CATEGORIES.len() as u32;
     }

@@ -3,27 +3,27 @@
 //! writers for client formats and ranges. No decisions: every check is the
 //! core's.
 //!
-//! IRQL: any. Every function here only reads and writes memory it is
-//! handed (nonpaged statics, or client buffers ks.sys has locked) and calls
-//! nothing in the kernel.
+//! IRQL: any, unless stated. Every function here only reads and writes
+//! memory it is handed (nonpaged statics, or client bytes the boundary
+//! hands over) and calls nothing in the kernel.
 
-use wdk_sys::GUID;
+use wdk_sys::{GUID, NTSTATUS, STATUS_INVALID_PARAMETER};
 
 use super::bindings::{
     KSALLOCATOR_FRAMING, KSDATAFORMAT, KSDATARANGE, KS_BITMAPINFOHEADER,
     KS_DATAFORMAT_VIDEOINFOHEADER, KS_DATARANGE_VIDEO, KS_VIDEOINFOHEADER,
     KS_VIDEO_STREAM_CONFIG_CAPS, PKSDATARANGE,
 };
-use super::driver_entry::KsTable;
+use super::boundary::{zeroed, KsPin, KsTable};
 use crate::portable::guid::{Guid, KSDATAFORMAT_SPECIFIER_VIDEOINFO, KSDATAFORMAT_TYPE_VIDEO};
 use crate::portable::ks_buffers::{self, allocator_framing, data_format, video, video_info_header};
 use crate::portable::video_format::{
-    ClientRange, FormatError, ProposedFormat, VideoFormat, VideoInfo, BITMAPINFOHEADER_SIZE,
-    DATA_RANGES, DATA_RANGE_COUNT, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
+    validate_format, FormatError, VideoFormat, VideoInfo, BITMAPINFOHEADER_SIZE, DATA_RANGES,
+    DATA_RANGE_COUNT, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
 };
 
 /// The core's GUID as the WDK's.
-pub(crate) const fn to_guid(g: Guid) -> GUID {
+pub const fn to_guid(g: Guid) -> GUID {
     GUID {
         Data1: g.data1,
         Data2: g.data2,
@@ -34,7 +34,7 @@ pub(crate) const fn to_guid(g: Guid) -> GUID {
 
 /// `sizeof` as the `ULONG` KS size fields take (all KS structs are far below 4 GiB).
 #[allow(clippy::cast_possible_truncation)]
-pub(crate) const fn ulong_size_of<T>() -> u32 {
+pub const fn ulong_size_of<T>() -> u32 {
     core::mem::size_of::<T>() as u32
 }
 
@@ -44,8 +44,7 @@ const fn data_format_header(
     format_size: u32,
     sample_size: u32,
 ) -> KSDATAFORMAT {
-    // SAFETY: KSDATAFORMAT is integers and GUIDs; all-zero is a valid value.
-    let mut header: KSDATAFORMAT = unsafe { core::mem::zeroed() };
+    let mut header: KSDATAFORMAT = zeroed();
     header.__bindgen_anon_1.FormatSize = format_size;
     header.__bindgen_anon_1.SampleSize = sample_size;
     header.__bindgen_anon_1.MajorFormat = to_guid(KSDATAFORMAT_TYPE_VIDEO);
@@ -57,8 +56,7 @@ const fn data_format_header(
 /// `KS_VIDEOINFOHEADER` of a format (source/target rectangles empty: the
 /// whole frame).
 const fn video_info_header(info: &VideoInfo) -> KS_VIDEOINFOHEADER {
-    // SAFETY: KS_VIDEOINFOHEADER is integers and RECTs; all-zero is valid.
-    let mut vih: KS_VIDEOINFOHEADER = unsafe { core::mem::zeroed() };
+    let mut vih: KS_VIDEOINFOHEADER = zeroed();
     vih.dwBitRate = info.bit_rate;
     vih.AvgTimePerFrame = info.avg_time_per_frame;
     vih.bmiHeader = bitmap_header(info);
@@ -66,8 +64,7 @@ const fn video_info_header(info: &VideoInfo) -> KS_VIDEOINFOHEADER {
 }
 
 const fn bitmap_header(info: &VideoInfo) -> KS_BITMAPINFOHEADER {
-    // SAFETY: KS_BITMAPINFOHEADER is integers; all-zero is valid.
-    let mut bmi: KS_BITMAPINFOHEADER = unsafe { core::mem::zeroed() };
+    let mut bmi: KS_BITMAPINFOHEADER = zeroed();
     bmi.biSize = BITMAPINFOHEADER_SIZE;
     bmi.biWidth = info.width;
     bmi.biHeight = info.height;
@@ -82,9 +79,7 @@ const fn bitmap_header(info: &VideoInfo) -> KS_BITMAPINFOHEADER {
 /// layout (none of the offered ones) would give an all-zero range, which
 /// the layout test in `portable` rules out.
 const fn data_range(format: &VideoFormat) -> KS_DATARANGE_VIDEO {
-    // SAFETY: KS_DATARANGE_VIDEO is integers, GUIDs, SIZEs and RECTs;
-    // all-zero is a valid value.
-    let mut range: KS_DATARANGE_VIDEO = unsafe { core::mem::zeroed() };
+    let mut range: KS_DATARANGE_VIDEO = zeroed();
     let (Ok(info), Ok(caps)) = (format.video_info(), format.config_caps()) else {
         return range;
     };
@@ -95,8 +90,7 @@ const fn data_range(format: &VideoFormat) -> KS_DATARANGE_VIDEO {
     );
     range.bFixedSizeSamples = 1;
     range.bTemporalCompression = 0;
-    // SAFETY: as above.
-    let mut cc: KS_VIDEO_STREAM_CONFIG_CAPS = unsafe { core::mem::zeroed() };
+    let mut cc: KS_VIDEO_STREAM_CONFIG_CAPS = zeroed();
     cc.guid = to_guid(KSDATAFORMAT_SPECIFIER_VIDEOINFO);
     cc.InputSize.cx = caps.width;
     cc.InputSize.cy = caps.height;
@@ -120,8 +114,7 @@ const fn data_range(format: &VideoFormat) -> KS_DATARANGE_VIDEO {
 }
 
 const fn build_ranges() -> [KS_DATARANGE_VIDEO; DATA_RANGE_COUNT] {
-    // SAFETY: as in `data_range`.
-    let mut out: [KS_DATARANGE_VIDEO; DATA_RANGE_COUNT] = unsafe { core::mem::zeroed() };
+    let mut out: [KS_DATARANGE_VIDEO; DATA_RANGE_COUNT] = zeroed();
     let mut i = 0;
     while i < DATA_RANGE_COUNT {
         out[i] = data_range(&DATA_RANGES[i]);
@@ -131,7 +124,7 @@ const fn build_ranges() -> [KS_DATARANGE_VIDEO; DATA_RANGE_COUNT] {
 }
 
 /// The capture pin's data ranges, one per offered format, in the core's order.
-pub(crate) static KS_DATA_RANGES: KsTable<[KS_DATARANGE_VIDEO; DATA_RANGE_COUNT]> =
+pub static KS_DATA_RANGES: KsTable<[KS_DATARANGE_VIDEO; DATA_RANGE_COUNT]> =
     KsTable(build_ranges());
 
 const fn build_range_pointers() -> [PKSDATARANGE; DATA_RANGE_COUNT] {
@@ -149,11 +142,11 @@ const fn build_range_pointers() -> [PKSDATARANGE; DATA_RANGE_COUNT] {
 }
 
 /// The pointer table `KSPIN_DESCRIPTOR.DataRanges` points at.
-pub(crate) static KS_DATA_RANGE_POINTERS: KsTable<[PKSDATARANGE; DATA_RANGE_COUNT]> =
+pub static KS_DATA_RANGE_POINTERS: KsTable<[PKSDATARANGE; DATA_RANGE_COUNT]> =
     KsTable(build_range_pointers());
 
 /// Which of our ranges a `KSDATARANGE` pointer handed back by ks.sys is.
-pub(crate) fn our_range(range: *const KSDATARANGE) -> Option<VideoFormat> {
+pub fn our_range(range: *const KSDATARANGE) -> Option<VideoFormat> {
     let base = KS_DATA_RANGES.0.as_ptr() as usize;
     let offset = (range as usize).checked_sub(base)?;
     let size = core::mem::size_of::<KS_DATARANGE_VIDEO>();
@@ -163,57 +156,21 @@ pub(crate) fn our_range(range: *const KSDATARANGE) -> Option<VideoFormat> {
     DATA_RANGES.get(offset / size).copied()
 }
 
-/// The bytes of a client's format or range: `FormatSize` of them.
+/// The pin's connection format, validated by the core.
 ///
-/// # Safety
-/// `header` points at a readable `KSDATAFORMAT` (possibly unaligned)
-/// followed by the rest of its `FormatSize` bytes, all readable and
-/// unchanging for `'a`: ks.sys checks `FormatSize` against the buffer it
-/// captured before it hands a format or range to the pin.
-unsafe fn client_bytes<'a>(header: *const KSDATAFORMAT) -> &'a [u8] {
-    // SAFETY: the caller guarantees a readable header; it may be unaligned
-    // in a client's buffer, hence read_unaligned.
-    let size = unsafe { header.cast::<u32>().read_unaligned() };
-    // SAFETY: `FormatSize` readable bytes from `header` (the caller's
-    // guarantee); a u8 slice has no alignment requirement; nothing writes
-    // them while the request is being handled.
-    unsafe { core::slice::from_raw_parts(header.cast::<u8>(), size as usize) }
-}
-
-/// Reads a client's proposed format for the core's validator (the core's
-/// [`ks_buffers::read_data_format`] over the format's bytes).
+/// IRQL: PASSIVE_LEVEL.
 ///
 /// # Errors
-/// The core's [`FormatError`] for a `FormatSize` below the header.
-///
-/// # Safety
-/// As [`client_bytes`].
-pub(crate) unsafe fn read_format(
-    format: *const KSDATAFORMAT,
-) -> Result<ProposedFormat, FormatError> {
-    // SAFETY: the caller's guarantee.
-    ks_buffers::read_data_format(unsafe { client_bytes(format) })
-}
-
-/// Reads a client's data range for the core's intersection (the core's
-/// [`ks_buffers::read_data_range`] over the range's bytes).
-///
-/// # Errors
-/// The core's [`FormatError`] for a `FormatSize` below the header.
-///
-/// # Safety
-/// As [`client_bytes`] (ks.sys checks each range of a multiple-item request
-/// against the request size).
-pub(crate) unsafe fn read_client_range(
-    range: *const KSDATARANGE,
-) -> Result<ClientRange, FormatError> {
-    // SAFETY: the caller's guarantee.
-    ks_buffers::read_data_range(unsafe { client_bytes(range) })
+/// `STATUS_INVALID_PARAMETER` without a format, else the core's status.
+pub fn connection_format(pin: &KsPin<'_>) -> Result<VideoFormat, NTSTATUS> {
+    let bytes = pin.connection_format().ok_or(STATUS_INVALID_PARAMETER)?;
+    let proposed = ks_buffers::read_data_format(bytes).map_err(FormatError::ntstatus)?;
+    validate_format(&proposed).map_err(FormatError::ntstatus)
 }
 
 /// The `KS_DATAFORMAT_VIDEOINFOHEADER` for a format (the intersect handler's
 /// result), or `None` for a format without a layout.
-pub(crate) fn format_for(format: &VideoFormat) -> Option<KS_DATAFORMAT_VIDEOINFOHEADER> {
+pub fn format_for(format: &VideoFormat) -> Option<KS_DATAFORMAT_VIDEOINFOHEADER> {
     let info = format.video_info().ok()?;
     Some(KS_DATAFORMAT_VIDEOINFOHEADER {
         DataFormat: data_format_header(format, KS_DATAFORMAT_VIDEOINFOHEADER_SIZE, info.size_image),

@@ -63,7 +63,7 @@ pub struct Symbols {
 ///
 /// * a plain path (`avscap::kernel::capture_pin::pin_process`, closures
 ///   `…::{{closure}}` included): the path itself;
-/// * a trait or inherent impl item (`<avscap::kernel::nonpaged::SpinLockGuard<T>
+/// * a trait or inherent impl item (`<avscap::kernel::boundary::locks::SpinLockGuard<T>
 ///   as core::ops::drop::Drop>::drop`): the `Self` type's path;
 /// * drop glue `core::ptr::drop_in_place<T>`: `T`'s path (so
 ///   `drop_in_place<avscap::kernel::capture_pin::PinContext>` is shell, and

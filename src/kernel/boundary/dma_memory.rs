@@ -19,11 +19,13 @@ use core::ptr::null_mut;
 
 use wdk_sys::ntddk::{IoGetDmaAdapter, MmFreeContiguousMemory};
 use wdk_sys::{
-    _INTERFACE_TYPE, DEVICE_DESCRIPTION, PDEVICE_OBJECT, PDMA_ADAPTER, PHYSICAL_ADDRESS, PVOID,
-    SIZE_T, ULONG,
+    _INTERFACE_TYPE, DEVICE_DESCRIPTION, DMA_OPERATIONS, PDEVICE_OBJECT, PDMA_ADAPTER,
+    PHYSICAL_ADDRESS, PVOID, SIZE_T, ULONG,
 };
 
-use super::nonpaged::SpinLock;
+use super::debug_print::debug_print;
+use super::ks_device::KsDevice;
+use super::locks::SpinLock;
 use crate::portable::frame_pool::Region;
 use crate::portable::framing::MAX_FRAME_SIZE;
 
@@ -75,7 +77,7 @@ struct DmaState {
 unsafe impl Send for DmaState {}
 
 /// The device's source of common buffers.
-pub(crate) struct DmaMemory {
+pub struct DmaMemory {
     state: SpinLock<DmaState>,
 }
 
@@ -84,7 +86,7 @@ impl DmaMemory {
     ///
     /// IRQL: any (a value; device Add makes it at PASSIVE_LEVEL).
     pub(crate) const fn new() -> Self {
-        DmaMemory {
+        Self {
             state: SpinLock::new(DmaState {
                 adapter: null_mut(),
                 started: false,
@@ -93,20 +95,18 @@ impl DmaMemory {
         }
     }
 
-    /// PnP start: acquires the adapter (unless one is still held from
-    /// before a stop, with buffers out) and allows buffers again.
+    /// PnP start of `device`: acquires the adapter (unless one is still
+    /// held from before a stop, with buffers out) and allows buffers again.
     ///
     /// IRQL: PASSIVE_LEVEL.
-    ///
-    /// # Safety
-    /// `pdo` is the device's live physical device object.
-    pub(crate) unsafe fn start(&self, pdo: PDEVICE_OBJECT) {
+    pub(crate) fn start(&self, device: &KsDevice<'_>) {
         let have = !self.state.lock().adapter.is_null();
         let adapter = if have {
             null_mut()
         } else {
-            // SAFETY: the caller's guarantee; PASSIVE_LEVEL.
-            unsafe { get_adapter(pdo) }
+            // SAFETY: the PDO of a live device, in its Start callback at
+            // PASSIVE_LEVEL.
+            unsafe { get_adapter(device.physical_device_object()) }
         };
         let mut state = self.state.lock();
         if state.adapter.is_null() {
@@ -115,9 +115,7 @@ impl DmaMemory {
         state.started = true;
         if adapter.is_null() && !have {
             drop(state);
-            super::device::debug_print(
-                c"avscap: no DMA adapter granted; streams use contiguous memory\n",
-            );
+            debug_print(c"avscap: no DMA adapter granted; streams use contiguous memory\n");
         }
     }
 
@@ -205,7 +203,7 @@ impl DmaMemory {
 
 /// One common buffer, owned: dropping it frees it the way it came (at
 /// PASSIVE_LEVEL: owners drop buffers only there).
-pub(crate) struct CommonBuffer {
+pub struct CommonBuffer {
     region: Region,
     source: Source,
     owner: *const DmaMemory,
@@ -216,12 +214,15 @@ pub(crate) struct CommonBuffer {
 // (buffers are freed by their streams and allocators, parked ones at PnP
 // stop or remove, all before the device context goes).
 unsafe impl Send for CommonBuffer {}
+// SAFETY: through `&CommonBuffer` only the region (plain values) is read;
+// the pointers inside are used by `drop` alone.
+unsafe impl Sync for CommonBuffer {}
 
 impl CommonBuffer {
     /// The buffer's addresses and length.
     ///
     /// IRQL: any.
-    pub(crate) fn region(&self) -> Region {
+    pub(crate) const fn region(&self) -> Region {
         self.region
     }
 }
@@ -235,11 +236,13 @@ impl Drop for CommonBuffer {
                 let logical = PHYSICAL_ADDRESS {
                     QuadPart: self.region.logical_base.cast_signed(),
                 };
-                // SAFETY: the buffer came from this adapter's
-                // AllocateCommonBuffer with this length, addresses and
-                // caching; the adapter is live (our count); PASSIVE_LEVEL.
-                unsafe {
-                    if let Some(free) = (*(*adapter).DmaOperations).FreeCommonBuffer {
+                // SAFETY: the adapter is live (our count keeps it) and has
+                // operations (`get_adapter` returns no other).
+                if let Some(free) = unsafe { operations(adapter).FreeCommonBuffer } {
+                    // SAFETY: the buffer came from this adapter's
+                    // AllocateCommonBuffer with this length, addresses and
+                    // caching; PASSIVE_LEVEL.
+                    unsafe {
                         free(
                             adapter,
                             u32::try_from(self.region.len).unwrap_or(u32::MAX),
@@ -247,7 +250,7 @@ impl Drop for CommonBuffer {
                             va,
                             1,
                         );
-                    }
+                    };
                 }
                 // SAFETY: the owner outlives its buffers (see `Send`).
                 if let Some(owner) = unsafe { self.owner.as_ref() } {
@@ -301,8 +304,9 @@ unsafe fn get_adapter(pdo: PDEVICE_OBJECT) -> PDMA_ADAPTER {
 /// `adapter` is a live adapter from [`get_adapter`].
 unsafe fn adapter_buffer(adapter: PDMA_ADAPTER, len: usize) -> Option<(PVOID, u64)> {
     let length = u32::try_from(len).ok()?;
-    // SAFETY: `get_adapter` returns only adapters with operations.
-    let allocate = unsafe { (*(*adapter).DmaOperations).AllocateCommonBuffer }?;
+    // SAFETY: a live adapter from `get_adapter`, which returns only adapters
+    // with operations.
+    let allocate = unsafe { operations(adapter).AllocateCommonBuffer }?;
     let mut logical = PHYSICAL_ADDRESS { QuadPart: 0 };
     // SAFETY: PASSIVE_LEVEL, as AllocateCommonBuffer requires; the adapter
     // is live. Cached memory: x64 DMA is cache-coherent, and the CPU
@@ -355,9 +359,23 @@ unsafe fn contiguous_buffer(len: usize) -> Option<(PVOID, u64)> {
 unsafe fn put_adapter(adapter: PDMA_ADAPTER) {
     // SAFETY: the caller's guarantee (an adapter from `get_adapter` has
     // operations).
-    unsafe {
-        if let Some(put) = (*(*adapter).DmaOperations).PutDmaAdapter {
-            put(adapter);
-        }
+    if let Some(put) = unsafe { operations(adapter).PutDmaAdapter } {
+        // SAFETY: the caller's guarantee: live, no buffer out, not used
+        // afterwards.
+        unsafe { put(adapter) };
     }
+}
+
+/// An adapter's `DMA_OPERATIONS`.
+///
+/// IRQL: any.
+///
+/// # Safety
+/// `adapter` is a live adapter whose `DmaOperations` is not null.
+unsafe fn operations<'a>(adapter: PDMA_ADAPTER) -> &'a DMA_OPERATIONS {
+    // SAFETY: the caller's guarantee: a live adapter.
+    let operations = unsafe { (*adapter).DmaOperations };
+    // SAFETY: the caller's guarantee: non-null, and the HAL keeps it while
+    // the adapter lives.
+    unsafe { &*operations }
 }
