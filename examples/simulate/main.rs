@@ -102,9 +102,9 @@ enum FormatArg {
 impl FormatArg {
     const fn pixel(self) -> PixelFormat {
         match self {
-            FormatArg::Yuy2 => PixelFormat::Yuy2,
-            FormatArg::Rgb24 => PixelFormat::Rgb24,
-            FormatArg::Nv12 => PixelFormat::Nv12,
+            Self::Yuy2 => PixelFormat::Yuy2,
+            Self::Rgb24 => PixelFormat::Rgb24,
+            Self::Nv12 => PixelFormat::Nv12,
         }
     }
 }
@@ -122,9 +122,9 @@ enum PathArg {
 impl PathArg {
     const fn name(self) -> &'static str {
         match self {
-            PathArg::Own => "own",
-            PathArg::Foreign => "foreign",
-            PathArg::Mixed => "mixed",
+            Self::Own => "own",
+            Self::Foreign => "foreign",
+            Self::Mixed => "mixed",
         }
     }
 }
@@ -442,7 +442,7 @@ impl Plan {
     }
 
     /// Bytes of the y4m file once `delivered` frames are in it.
-    fn written_after(&self, delivered: u64) -> u64 {
+    const fn written_after(&self, delivered: u64) -> u64 {
         self.header_bytes
             .saturating_add(delivered.saturating_mul(self.frame_bytes))
     }
@@ -538,11 +538,11 @@ impl ClientFrame {
         allocator_buffer: &'a mut Option<HeapBuffer>,
     ) -> Result<&'a mut [u8], &'static str> {
         match self {
-            ClientFrame::Own { address, len } => allocator_buffer
+            Self::Own { address, len } => allocator_buffer
                 .as_mut()
                 .and_then(|b| b.at(*address, *len))
                 .ok_or("own frame outside the allocator buffer"),
-            ClientFrame::Foreign { bytes, .. } => Ok(bytes),
+            Self::Foreign { bytes, .. } => Ok(bytes),
         }
     }
 }
@@ -610,7 +610,7 @@ struct Outputs {
 
 impl Outputs {
     fn create(plan: &Plan) -> Result<Self, String> {
-        let mut outputs = Outputs {
+        let mut outputs = Self {
             y4m: None,
             png: None,
             created: Vec::new(),
