@@ -100,7 +100,7 @@ fn interleaved<S>(
 }
 
 /// A stateless operation for [`per_op`] (fixes the closure's signature).
-fn op<F: FnMut(&mut ())>(f: F) -> F {
+const fn op<F: FnMut(&mut ())>(f: F) -> F {
     f
 }
 
@@ -237,7 +237,7 @@ fn ring_covering(bytes: usize, len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn overlay(n: u64) -> Overlay {
+const fn overlay(n: u64) -> Overlay {
     Overlay {
         stream_time_100ns: 123_456_789 + n.cast_signed() * 166_667,
         frame_number: n,
@@ -662,7 +662,7 @@ impl Stream {
             let image = memory.layout.image_size() as usize;
             clients.extend((0..4).map(|_| Client::Foreign(vec![1u8; image])));
         }
-        Stream {
+        Self {
             layout: memory.layout,
             interval: format.frame_interval,
             own,

@@ -85,7 +85,7 @@ fn targets_always_available_means_no_drops_and_evenly_spaced_times() {
     }
 }
 
-fn dummy_frame() -> avscap::portable::frame_pool::Frame {
+const fn dummy_frame() -> avscap::portable::frame_pool::Frame {
     avscap::portable::frame_pool::Frame {
         virtual_address: 0x1000,
         logical_address: 0x1000,

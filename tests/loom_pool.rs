@@ -70,7 +70,7 @@ unsafe impl Sync for Shared {}
 
 impl Shared {
     fn new(frames: u32) -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new(Self {
             pool: pool(frames),
             payload: (0..frames).map(|_| UnsafeCell::new(0)).collect(),
         })
@@ -184,7 +184,9 @@ where
         model(&in_model);
     });
     let executions = run.executions.load(Ordering::Relaxed);
-    let outcomes = run.outcomes.lock().unwrap();
+    // Every execution has finished: take the set rather than hold the lock
+    // through the report.
+    let outcomes = std::mem::take(&mut *run.outcomes.lock().unwrap());
     println!(
         "loom {name}: {executions} executions, preemption bound {bound:?}, {:.2?}, outcomes {outcomes:?}",
         start.elapsed()

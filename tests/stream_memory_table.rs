@@ -19,12 +19,12 @@ fn mib(bytes: usize) -> String {
 }
 
 /// Frame slots a stream reserves at most: staging plus the allocator's.
-fn frames(m: &StreamMemory) -> u32 {
+const fn frames(m: &StreamMemory) -> u32 {
     m.staging.frames() + m.allocator.frames()
 }
 
 /// Bytes reserved beyond the images those slots hold, per slot.
-fn overhead_per_frame(m: &StreamMemory) -> usize {
+const fn overhead_per_frame(m: &StreamMemory) -> usize {
     let images = frames(m) as usize * m.layout.image_size() as usize;
     (m.allocator_path_bytes() - images) / frames(m) as usize
 }

@@ -36,7 +36,7 @@ impl HeapBuffer {
         bytes.try_reserve_exact(total).ok()?;
         bytes.resize(total, 0);
         let offset = (page - bytes.as_ptr() as usize % page) % page;
-        Some(HeapBuffer { bytes, offset, len })
+        Some(Self { bytes, offset, len })
     }
 
     /// The region a pool carves: this buffer's first byte and length.

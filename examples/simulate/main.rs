@@ -34,6 +34,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::LazyLock;
 
 use avscap::portable::capture_engine::{
     route_frame, CaptureEngine, ClientBuffer, DmaTarget, RouteError, Target, Tick,
@@ -45,7 +46,8 @@ use avscap::portable::stream_memory::STAGING_SLOTS;
 use avscap::portable::video_format::{
     FrameLayout, PixelFormat, VideoFormat, DATA_RANGES, FRAME_SIZES,
 };
-use clap::{Parser, ValueEnum};
+use clap::builder::{EnumValueParser, PossibleValue};
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Command, ValueEnum};
 
 mod heap_buffer;
 mod planes;
@@ -92,7 +94,8 @@ const EXIT_REFUSED: u8 = 2;
 /// Exit code of a run that failed once started; its outputs are removed.
 const EXIT_FAILED: u8 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `--format`: the pixel format of the pin connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FormatArg {
     Yuy2,
     Rgb24,
@@ -102,14 +105,34 @@ enum FormatArg {
 impl FormatArg {
     const fn pixel(self) -> PixelFormat {
         match self {
-            FormatArg::Yuy2 => PixelFormat::Yuy2,
-            FormatArg::Rgb24 => PixelFormat::Rgb24,
-            FormatArg::Nv12 => PixelFormat::Nv12,
+            Self::Yuy2 => PixelFormat::Yuy2,
+            Self::Rgb24 => PixelFormat::Rgb24,
+            Self::Nv12 => PixelFormat::Nv12,
+        }
+    }
+
+    /// The flag's value naming this format.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Yuy2 => "yuy2",
+            Self::Rgb24 => "rgb24",
+            Self::Nv12 => "nv12",
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+impl ValueEnum for FormatArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Yuy2, Self::Rgb24, Self::Nv12]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+/// `--path`: where client frames come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PathArg {
     /// Every client frame comes from our allocator: zero-copy.
     Own,
@@ -122,61 +145,160 @@ enum PathArg {
 impl PathArg {
     const fn name(self) -> &'static str {
         match self {
-            PathArg::Own => "own",
-            PathArg::Foreign => "foreign",
-            PathArg::Mixed => "mixed",
+            Self::Own => "own",
+            Self::Foreign => "foreign",
+            Self::Mixed => "mixed",
+        }
+    }
+
+    /// The line `--help` shows for this value.
+    const fn help(self) -> &'static str {
+        match self {
+            Self::Own => "Every client frame comes from our allocator: zero-copy",
+            Self::Foreign => "No client frame is ours: every frame is copied from a staging slot",
+            Self::Mixed => "Alternate own and foreign frames",
         }
     }
 }
 
-/// Simulate avscap's capture pipeline on the host and write the video.
-///
-/// Every flag is checked before any buffer is taken or any file created;
-/// a refused run exits with status 2 and one line naming the flag.
-#[derive(Debug, Parser)]
-#[command(name = "simulate", about)]
+impl ValueEnum for PathArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Own, Self::Foreign, Self::Mixed]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.help()))
+    }
+}
+
+/// The flags of one run, as parsed (each one is checked by [`validate`]).
+#[derive(Debug)]
 struct Args {
-    /// Pixel format of the pin connection.
-    #[arg(long, value_enum, default_value_t = FormatArg::Nv12)]
     format: FormatArg,
-    /// Frame size, `WIDTHxHEIGHT` (one of the sizes the pin offers).
-    #[arg(long, default_value = "640x480", value_parser = parse_size)]
     size: (u32, u32),
-    /// Frames per second: 15, 30 or 60.
-    #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// Frames to deliver, at least 1 (the output has exactly this many).
-    #[arg(long, default_value_t = 60)]
     frames: u32,
-    /// Where client frames come from.
-    #[arg(long, value_enum, default_value_t = PathArg::Mixed)]
     path: PathArg,
-    /// Output YUV4MPEG2 file.
-    #[arg(long, default_value = "avscap.y4m")]
     out: PathBuf,
-    /// Also write the last frame as a PNG.
-    #[arg(long)]
     png: Option<PathBuf>,
-    /// Frames the pin's allocator framing asks for: 1 to 64.
-    #[arg(long, default_value_t = 4)]
     allocator_frames: u32,
-    /// Staging slots for copied frames (the driver takes 2): 1 to 64.
-    #[arg(long, default_value_t = STAGING_SLOTS)]
     staging_slots: u32,
-    /// Surface pitch of foreign client frames in bytes (`KS_FRAME_INFO`'s
-    /// `lSurfacePitch`); 0 for packed rows. A pitch wider than the format's
-    /// stride makes the copy go row by row. At most 65536.
-    #[arg(long, default_value_t = 0)]
     client_pitch: u32,
-    /// Client frames circulating (the depth of the KS queue): 1 to 64, and
-    /// no more own frames than --allocator-frames.
-    #[arg(long, default_value_t = 4)]
     client_frames: u32,
-    /// Frame intervals the client keeps each delivered frame before
-    /// returning it (at most 1000); a slow client starves the pin and
-    /// frames drop.
-    #[arg(long, default_value_t = 0)]
     hold: u64,
+}
+
+/// `--staging-slots`'s default, the driver's count, as clap wants it.
+static STAGING_SLOTS_DEFAULT: LazyLock<String> = LazyLock::new(|| STAGING_SLOTS.to_string());
+
+/// The command line: clap's builder rather than its derive macros, whose
+/// expansions carry an `allow(clippy::restriction)` that the crate's
+/// forbidden unsafe-code lints refuse. Each flag's id is its long name.
+fn command() -> Command {
+    /// A `--long VALUE` flag.
+    fn flag(long: &'static str, value_name: &'static str, help: &'static str) -> Arg {
+        Arg::new(long)
+            .long(long)
+            .value_name(value_name)
+            .action(ArgAction::Set)
+            .help(help)
+    }
+
+    /// A `--long N` flag of a `u32`.
+    fn number(long: &'static str, value_name: &'static str, help: &'static str) -> Arg {
+        flag(long, value_name, help).value_parser(value_parser!(u32))
+    }
+
+    Command::new("simulate")
+        .about(env!("CARGO_PKG_DESCRIPTION"))
+        .long_about(
+            "Simulate avscap's capture pipeline on the host and write the video.\n\n\
+             Every flag is checked before any buffer is taken or any file created; \
+             a refused run exits with status 2 and one line naming the flag.",
+        )
+        .arg(
+            flag("format", "FORMAT", "Pixel format of the pin connection")
+                .value_parser(EnumValueParser::<FormatArg>::new())
+                .default_value(FormatArg::Nv12.name()),
+        )
+        .arg(
+            flag(
+                "size",
+                "SIZE",
+                "Frame size, `WIDTHxHEIGHT` (one of the sizes the pin offers)",
+            )
+            .value_parser(parse_size)
+            .default_value("640x480"),
+        )
+        .arg(number("fps", "FPS", "Frames per second: 15, 30 or 60").default_value("30"))
+        .arg(
+            number(
+                "frames",
+                "FRAMES",
+                "Frames to deliver, at least 1 (the output has exactly this many)",
+            )
+            .default_value("60"),
+        )
+        .arg(
+            flag("path", "PATH", "Where client frames come from")
+                .value_parser(EnumValueParser::<PathArg>::new())
+                .default_value(PathArg::Mixed.name()),
+        )
+        .arg(
+            flag("out", "OUT", "Output YUV4MPEG2 file")
+                .value_parser(value_parser!(PathBuf))
+                .default_value("avscap.y4m"),
+        )
+        .arg(
+            flag("png", "PNG", "Also write the last frame as a PNG")
+                .value_parser(value_parser!(PathBuf)),
+        )
+        .arg(
+            number(
+                "allocator-frames",
+                "ALLOCATOR_FRAMES",
+                "Frames the pin's allocator framing asks for: 1 to 64",
+            )
+            .default_value("4"),
+        )
+        .arg(
+            number(
+                "staging-slots",
+                "STAGING_SLOTS",
+                "Staging slots for copied frames (the driver takes 2): 1 to 64",
+            )
+            .default_value(STAGING_SLOTS_DEFAULT.as_str()),
+        )
+        .arg(
+            number(
+                "client-pitch",
+                "CLIENT_PITCH",
+                "Surface pitch of foreign client frames in bytes (`KS_FRAME_INFO`'s \
+                 `lSurfacePitch`); 0 for packed rows. A pitch wider than the format's \
+                 stride makes the copy go row by row. At most 65536",
+            )
+            .default_value("0"),
+        )
+        .arg(
+            number(
+                "client-frames",
+                "CLIENT_FRAMES",
+                "Client frames circulating (the depth of the KS queue): 1 to 64, and \
+                 no more own frames than --allocator-frames",
+            )
+            .default_value("4"),
+        )
+        .arg(
+            flag(
+                "hold",
+                "HOLD",
+                "Frame intervals the client keeps each delivered frame before \
+                 returning it (at most 1000); a slow client starves the pin and \
+                 frames drop",
+            )
+            .value_parser(value_parser!(u64))
+            .default_value("0"),
+        )
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -196,7 +318,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Args::try_parse_from(command_line)
+    let m = command().try_get_matches_from(command_line)?;
+    Ok(Args {
+        format: given(&m, "format"),
+        size: given(&m, "size"),
+        fps: given(&m, "fps"),
+        frames: given(&m, "frames"),
+        path: given(&m, "path"),
+        out: given(&m, "out"),
+        png: m.get_one::<PathBuf>("png").cloned(),
+        allocator_frames: given(&m, "allocator-frames"),
+        staging_slots: given(&m, "staging-slots"),
+        client_pitch: given(&m, "client-pitch"),
+        client_frames: given(&m, "client-frames"),
+        hold: given(&m, "hold"),
+    })
+}
+
+/// The value of flag `id`, which has a default.
+///
+/// # Panics
+/// If `id` is not a flag of [`command`] with a default and a value parser
+/// of `T`: a mistake in this file, which every test that parses flags finds.
+fn given<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> T {
+    m.get_one::<T>(id)
+        .cloned()
+        .unwrap_or_else(|| panic!("--{id} has a default"))
 }
 
 /// The first line of one of clap's errors, without its `error: ` prefix
@@ -442,7 +589,7 @@ impl Plan {
     }
 
     /// Bytes of the y4m file once `delivered` frames are in it.
-    fn written_after(&self, delivered: u64) -> u64 {
+    const fn written_after(&self, delivered: u64) -> u64 {
         self.header_bytes
             .saturating_add(delivered.saturating_mul(self.frame_bytes))
     }
@@ -538,11 +685,11 @@ impl ClientFrame {
         allocator_buffer: &'a mut Option<HeapBuffer>,
     ) -> Result<&'a mut [u8], &'static str> {
         match self {
-            ClientFrame::Own { address, len } => allocator_buffer
+            Self::Own { address, len } => allocator_buffer
                 .as_mut()
                 .and_then(|b| b.at(*address, *len))
                 .ok_or("own frame outside the allocator buffer"),
-            ClientFrame::Foreign { bytes, .. } => Ok(bytes),
+            Self::Foreign { bytes, .. } => Ok(bytes),
         }
     }
 }
@@ -610,7 +757,7 @@ struct Outputs {
 
 impl Outputs {
     fn create(plan: &Plan) -> Result<Self, String> {
-        let mut outputs = Outputs {
+        let mut outputs = Self {
             y4m: None,
             png: None,
             created: Vec::new(),
@@ -1333,6 +1480,12 @@ mod tests {
         assert_eq!(human_bytes(11_520_600_035), "10.7 GiB");
         assert_eq!(human_bytes(2 << 30), "2.0 GiB");
         assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
+    }
+
+    /// clap's own consistency checks of the builder (ids, names, defaults).
+    #[test]
+    fn command_is_consistent() {
+        command().debug_assert();
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Planes {
     #[must_use]
     pub fn new(layout: &FrameLayout) -> Self {
         let (w, h) = (layout.width() as usize, layout.height() as usize);
-        Planes {
+        Self {
             y: vec![0; w * h],
             u: vec![0; w * h / 4],
             v: vec![0; w * h / 4],

@@ -1,6 +1,8 @@
 //! The capture engine: the simulated hardware's queue of DMA targets and the
-//! delivery bookkeeping, independent of any clock (the caller passes time in
-//! 100 ns units, from QPC, a master clock or a virtual clock).
+//! delivery bookkeeping.
+//!
+//! It is independent of any clock: the caller passes time in 100 ns units,
+//! from QPC, a master clock or a virtual clock.
 //!
 //! The flow, as the kernel shell drives it, in three places that never do
 //! each other's work:
@@ -68,17 +70,18 @@ impl DmaTarget {
     #[must_use]
     pub const fn frame(&self) -> &Frame {
         match self {
-            DmaTarget::Direct(f) | DmaTarget::Staging(f) => f,
+            Self::Direct(f) | Self::Staging(f) => f,
         }
     }
 }
 
-/// The client's frame as Process saw it: the system address the stream
-/// pointer gave (`OffsetOut.Data`), the bytes it may hold
-/// (`OffsetOut.Remaining`) and the surface pitch its header asks for
-/// (`KS_FRAME_INFO.lSurfacePitch`, 0 when none). Completion writes through
-/// this address with this plan, never through values read again from the
-/// stream header later.
+/// The client's frame as Process saw it.
+///
+/// It holds the system address the stream pointer gave (`OffsetOut.Data`), the
+/// bytes the frame may hold (`OffsetOut.Remaining`) and the surface pitch its
+/// header asks for (`KS_FRAME_INFO.lSurfacePitch`, 0 when none). Completion
+/// writes through this address with this plan, never through values read again
+/// from the stream header later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientBuffer {
     /// System virtual address of the frame's first byte.
@@ -123,7 +126,7 @@ impl<C> Target<C> {
     #[must_use]
     pub fn data_used(&self, layout: &FrameLayout) -> u32 {
         self.copy_plan(layout)
-            .map_or(layout.image_size(), |plan| plan.data_used)
+            .map_or_else(|| layout.image_size(), |plan| plan.data_used)
     }
 }
 
@@ -146,19 +149,21 @@ pub enum RouteError {
 impl core::fmt::Display for RouteError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            RouteError::FrameTooSmall { have, need } => write!(
+            Self::FrameTooSmall { have, need } => write!(
                 f,
                 "the client frame has {have} bytes; the image needs {need}"
             ),
-            RouteError::NoStagingSlot => f.write_str("every staging slot is in flight"),
+            Self::NoStagingSlot => f.write_str("every staging slot is in flight"),
         }
     }
 }
 
 /// Decides where the hardware writes a client frame at `data` with
-/// `frame_extent` usable bytes: in place when the frame is one an allocator
-/// of ours handed out (`own`, the live pools), else into a staging slot
-/// taken from `staging`.
+/// `frame_extent` usable bytes.
+///
+/// The write goes in place when the frame is one an allocator of ours handed
+/// out (`own`, the live pools), else into a staging slot taken from
+/// `staging`.
 ///
 /// # Errors
 /// [`RouteError`]: a frame too small for the image is never written; no
@@ -188,10 +193,12 @@ pub fn route_frame<'a>(
         .ok_or(RouteError::NoStagingSlot)
 }
 
-/// How a staging slot's image is copied into a client frame: row by row at
-/// the client surface's pitch (`KS_FRAME_INFO.lSurfacePitch`) when the
-/// client asked for one that is wider than the packed stride and the frame
-/// holds the image at that pitch, else as one packed block.
+/// How a staging slot's image is copied into a client frame.
+///
+/// The copy goes row by row at the client surface's pitch
+/// (`KS_FRAME_INFO.lSurfacePitch`) when the client asked for one that is
+/// wider than the packed stride and the frame holds the image at that pitch,
+/// else as one packed block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyPlan {
     /// Rows to copy (every row of every plane; NV12's chroma rows follow
@@ -219,7 +226,7 @@ impl CopyPlan {
     pub fn new(layout: &FrameLayout, surface_pitch: i32, extent: u32) -> Self {
         let stride = layout.stride().max(1);
         let rows = layout.image_size() / stride;
-        let packed = CopyPlan {
+        let packed = Self {
             rows: 1,
             row_bytes: layout.image_size(),
             source_stride: layout.image_size(),
@@ -231,7 +238,7 @@ impl CopyPlan {
             return packed;
         }
         match pitch.checked_mul(rows) {
-            Some(span) if span <= extent => CopyPlan {
+            Some(span) if span <= extent => Self {
                 rows,
                 row_bytes: stride,
                 source_stride: stride,
@@ -340,7 +347,7 @@ impl<C> Completion<C> {
     /// What the synthesized image shows for this frame: its stream time,
     /// picture number, drop count, and whether it was written in place.
     #[must_use]
-    pub fn overlay(&self) -> Overlay {
+    pub const fn overlay(&self) -> Overlay {
         Overlay {
             stream_time_100ns: self.stream_time,
             frame_number: self.picture_number,
@@ -410,17 +417,21 @@ pub fn qpc_to_100ns(counter: i64, frequency: i64) -> i64 {
 }
 
 /// A frame time on the engine's timeline (QPC, 100 ns) moved onto a master
-/// clock's: the clock's `now` minus how long ago the frame's time was on the
-/// engine's timeline. Reading both clocks at completion keeps frames in step
-/// with the master clock however far the two drift apart.
+/// clock's.
+///
+/// The result is the clock's `now` minus how long ago the frame's time was on
+/// the engine's timeline. Reading both clocks at completion keeps frames in
+/// step with the master clock however far the two drift apart.
 #[must_use]
-pub fn rebase_to_clock(frame_time: i64, engine_now: i64, clock_now: i64) -> i64 {
+pub const fn rebase_to_clock(frame_time: i64, engine_now: i64, clock_now: i64) -> i64 {
     clock_now.saturating_sub(engine_now.saturating_sub(frame_time))
 }
 
 /// The `DueTime` for `KeSetTimer` that fires at `due` when it is `now` (both
-/// in 100 ns): a negative, i.e. relative, interval, at least 1 unit so a
-/// late timer fires at once instead of being read as an absolute time.
+/// in 100 ns).
+///
+/// It is a negative, i.e. relative, interval, at least 1 unit so a late
+/// timer fires at once instead of being read as an absolute time.
 #[must_use]
 pub fn timer_due_time(due: i64, now: i64) -> i64 {
     -(due.saturating_sub(now).max(1))
@@ -446,8 +457,8 @@ pub enum EngineError {
 impl core::fmt::Display for EngineError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            EngineError::BadInterval => "the frame interval is not positive",
-            EngineError::NoQueue => "the target queue has no room (depth 0)",
+            Self::BadInterval => "the frame interval is not positive",
+            Self::NoQueue => "the target queue has no room (depth 0)",
         })
     }
 }
@@ -485,7 +496,7 @@ struct Fifo<T, const DEPTH: usize> {
 
 impl<T, const DEPTH: usize> Fifo<T, DEPTH> {
     fn new() -> Self {
-        Fifo {
+        Self {
             slots: core::array::from_fn(|_| None),
             head: 0,
             len: 0,
@@ -501,7 +512,7 @@ impl<T, const DEPTH: usize> Fifo<T, DEPTH> {
         Ok(())
     }
 
-    fn pop(&mut self) -> Option<T> {
+    const fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;
         }
@@ -538,7 +549,7 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
         if DEPTH == 0 {
             return Err(EngineError::NoQueue);
         }
-        Ok(CaptureEngine {
+        Ok(Self {
             queue: Fifo::new(),
             due: Fifo::new(),
             interval,
@@ -565,19 +576,19 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 
     /// Targets queued now (not yet due).
     #[must_use]
-    pub fn queued(&self) -> usize {
+    pub const fn queued(&self) -> usize {
         self.queue.len
     }
 
     /// Due frames the delivery work has not taken yet.
     #[must_use]
-    pub fn due(&self) -> usize {
+    pub const fn due(&self) -> usize {
         self.due.len
     }
 
     /// Whether another target fits (queued and due share `DEPTH`).
     #[must_use]
-    pub fn has_room(&self) -> bool {
+    pub const fn has_room(&self) -> bool {
         self.queue.len + self.due.len < DEPTH
     }
 
@@ -602,7 +613,7 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 
     /// Pauses the hardware: ticks do nothing until [`Self::run`]; targets
     /// stay where they are.
-    pub fn pause(&mut self) {
+    pub const fn pause(&mut self) {
         if matches!(self.state, State::Running { .. }) {
             self.state = State::Paused;
         }
@@ -610,7 +621,7 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 
     /// Stops the hardware. Every target it still holds must then be handed
     /// back with [`Self::take_queued`]; returns how many there are.
-    pub fn stop(&mut self) -> usize {
+    pub const fn stop(&mut self) -> usize {
         self.state = State::Stopped;
         self.queue.len + self.due.len
     }
@@ -626,13 +637,13 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 
     /// Hands the oldest due frame to the delivery work, which fills and
     /// completes it.
-    pub fn take_due(&mut self) -> Option<Completion<C>> {
+    pub const fn take_due(&mut self) -> Option<Completion<C>> {
         self.due.pop()
     }
 
     /// Whether the hardware is running.
     #[must_use]
-    pub fn is_running(&self) -> bool {
+    pub const fn is_running(&self) -> bool {
         matches!(self.state, State::Running { .. })
     }
 
@@ -652,13 +663,13 @@ impl<C, const DEPTH: usize> CaptureEngine<C, DEPTH> {
 
     /// The frame interval.
     #[must_use]
-    pub fn interval(&self) -> i64 {
+    pub const fn interval(&self) -> i64 {
         self.interval
     }
 
     /// Totals since the stream started.
     #[must_use]
-    pub fn stats(&self) -> EngineStats {
+    pub const fn stats(&self) -> EngineStats {
         self.stats
     }
 

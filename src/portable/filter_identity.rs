@@ -1,8 +1,9 @@
-//! How the capture filter is registered: its categories, the reference
-//! string its factory is created with, and the names and hardware id the
-//! INF uses. The INF (`inf/avscap.inx`) must agree with these, which
-//! `tests/inf_consistency.rs` checks: a reference string that differs from
-//! the factory's gives an interface that opens nothing.
+//! How the capture filter is registered.
+//!
+//! Its categories, the reference string its factory is created with, and the
+//! names and hardware id the INF uses. The INF (`inf/avscap.inx`) must agree
+//! with these, which `tests/inf_consistency.rs` checks: a reference string that
+//! differs from the factory's gives an interface that opens nothing.
 
 use super::guid::{Guid, KSCATEGORY_CAPTURE, KSCATEGORY_VIDEO, KSCATEGORY_VIDEO_CAMERA};
 

@@ -60,12 +60,12 @@ pub struct Region {
 impl Region {
     /// The part of this region starting `offset` bytes in, `len` long.
     #[must_use]
-    pub fn sub_region(&self, offset: usize, len: usize) -> Option<Region> {
+    pub fn sub_region(&self, offset: usize, len: usize) -> Option<Self> {
         let end = offset.checked_add(len)?;
         if end > self.len {
             return None;
         }
-        Some(Region {
+        Some(Self {
             virtual_base: self.virtual_base.checked_add(offset)?,
             logical_base: self.logical_base.checked_add(offset as u64)?,
             len,
@@ -101,9 +101,9 @@ pub enum FreeError {
 impl core::fmt::Display for FreeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            FreeError::Foreign => "the address is outside the pool's slots",
-            FreeError::NotSlotStart => "the address is not the start of a slot",
-            FreeError::NotAllocated => "the slot is not allocated",
+            Self::Foreign => "the address is outside the pool's slots",
+            Self::NotSlotStart => "the address is not the start of a slot",
+            Self::NotAllocated => "the slot is not allocated",
         })
     }
 }
@@ -191,7 +191,7 @@ impl FramePool {
         let slot = u64::from(plan.slot_size());
         let shift = slot.trailing_zeros();
         let region = plan.region();
-        FramePool {
+        Self {
             start: (region.virtual_base as u64).wrapping_add(u64::from(plan.first_offset())),
             logical_start: region
                 .logical_base
@@ -210,13 +210,13 @@ impl FramePool {
 
     /// The layout this pool serves.
     #[must_use]
-    pub fn plan(&self) -> &PoolPlan {
+    pub const fn plan(&self) -> &PoolPlan {
         &self.plan
     }
 
     /// The region the pool carves.
     #[must_use]
-    pub fn region(&self) -> &Region {
+    pub const fn region(&self) -> &Region {
         self.plan.region()
     }
 
@@ -348,7 +348,7 @@ impl FramePool {
 
     /// Number of slots.
     #[must_use]
-    pub fn capacity(&self) -> u32 {
+    pub const fn capacity(&self) -> u32 {
         self.plan.frames()
     }
 

@@ -1,8 +1,10 @@
-//! Allocator framing: what the capture pin declares (`KSALLOCATOR_FRAMING_EX`
-//! with one item, the `DECLARE_SIMPLE_FRAMING_EX` shape) and what an allocator
-//! instance receives (the legacy `KSALLOCATOR_FRAMING`), plus the validator
-//! that decides whether, and with how much memory, an allocator can serve a
-//! requested framing.
+//! Allocator framing: what the capture pin declares, what an allocator
+//! instance receives, and whether and how an allocator can serve it.
+//!
+//! The pin declares a `KSALLOCATOR_FRAMING_EX` with one item (the
+//! `DECLARE_SIMPLE_FRAMING_EX` shape); an allocator instance receives the
+//! legacy `KSALLOCATOR_FRAMING`. The validator decides whether, and with how
+//! much memory, an allocator can serve a requested framing.
 //!
 //! Each allocator instance gets a common buffer of its own, sized from the
 //! request it was created with ([`allocator_plan`]); each stream gets its
@@ -30,9 +32,11 @@ pub const PAGE_ALIGNMENT_MASK: u32 = PAGE_SIZE - 1;
 /// Alignment pool types named `…CacheAligned` guarantee (a cache line).
 pub const CACHE_LINE: u32 = 64;
 
-/// A byte alignment: always a power of two, so "aligned to" means "the low
-/// bits are zero" and rounding up never divides by zero. Made only by
-/// [`Alignment::new`], [`Alignment::from_mask`] or the constants.
+/// A byte alignment: always a power of two.
+///
+/// Hence "aligned to" means "the low bits are zero" and rounding up never
+/// divides by zero. Made only by [`Alignment::new`], [`Alignment::from_mask`] or the
+/// constants.
 ///
 /// ```compile_fail,E0423
 /// // The field is private: no alignment of 3 (or 0) can be written down.
@@ -43,18 +47,18 @@ pub struct Alignment(u32);
 
 impl Alignment {
     /// Byte alignment (1: any address).
-    pub const BYTE: Alignment = Alignment(1);
+    pub const BYTE: Self = Self(1);
     /// Cache-line alignment.
-    pub const CACHE_LINE: Alignment = Alignment(CACHE_LINE);
+    pub const CACHE_LINE: Self = Self(CACHE_LINE);
     /// Page alignment.
-    pub const PAGE: Alignment = Alignment(PAGE_SIZE);
+    pub const PAGE: Self = Self(PAGE_SIZE);
 
     /// The alignment of `bytes` bytes, or `None` when `bytes` is not a
     /// power of two (0 included).
     #[must_use]
     pub const fn new(bytes: u32) -> Option<Self> {
         if bytes.is_power_of_two() {
-            Some(Alignment(bytes))
+            Some(Self(bytes))
         } else {
             None
         }
@@ -80,7 +84,7 @@ impl Alignment {
     /// The larger of two alignments (both powers of two, so it satisfies
     /// both).
     #[must_use]
-    pub const fn max(self, other: Alignment) -> Alignment {
+    pub const fn max(self, other: Self) -> Self {
         if self.0 >= other.0 {
             self
         } else {
@@ -108,12 +112,13 @@ pub const REQUIREMENTF_PREFERENCES_ONLY: u32 = 0x8000_0000;
 /// `KSALLOCATOR_FLAG_CAN_ALLOCATE` (a framing item flag): the pin can
 /// allocate frames of the item's memory type.
 pub const FLAG_CAN_ALLOCATE: u32 = 0x0000_0040;
-/// The flag bits an allocator create request may carry. Its `OptionsFlags`
-/// are creation options ([`OPTIONF_VALID`]: `COMPATIBLE`, `SYSTEM_MEMORY`, both
-/// of which a nonpaged common buffer honours); a graph manager that copies
-/// requirement bits of a framing (frame integrity, must-allocate,
-/// preferences-only) into the request is served too, since none of them
-/// asks anything this allocator does not do. Other bits are refused, as
+/// The flag bits an allocator create request may carry.
+///
+/// Its `OptionsFlags` are creation options ([`OPTIONF_VALID`]: `COMPATIBLE`,
+/// `SYSTEM_MEMORY`, both of which a nonpaged common buffer honours); a graph
+/// manager that copies requirement bits of a framing (frame integrity,
+/// must-allocate, preferences-only) into the request is served too, since none
+/// of them asks anything this allocator does not do. Other bits are refused, as
 /// `KsValidateAllocatorCreateRequest` refuses them.
 pub const REQUEST_FLAGS: u32 = OPTIONF_VALID
     | REQUIREMENTF_FRAME_INTEGRITY
@@ -196,19 +201,19 @@ impl FramingError {
     #[must_use]
     pub const fn ntstatus(self) -> NtStatus {
         match self {
-            FramingError::NoFrames
-            | FramingError::ZeroFrameSize
-            | FramingError::FrameSmallerThanImage { .. }
-            | FramingError::AlignmentNotMask(_)
-            | FramingError::UnknownFlags(_)
-            | FramingError::ReservedNotZero
-            | FramingError::Overflow => STATUS_INVALID_PARAMETER,
-            FramingError::TooManyFrames { .. }
-            | FramingError::FrameTooLarge { .. }
-            | FramingError::DoesNotFit { .. } => STATUS_INSUFFICIENT_RESOURCES,
-            FramingError::AlignmentAbovePage(_)
-            | FramingError::UnsupportedPoolType(_)
-            | FramingError::RegionMisaligned => STATUS_NOT_SUPPORTED,
+            Self::NoFrames
+            | Self::ZeroFrameSize
+            | Self::FrameSmallerThanImage { .. }
+            | Self::AlignmentNotMask(_)
+            | Self::UnknownFlags(_)
+            | Self::ReservedNotZero
+            | Self::Overflow => STATUS_INVALID_PARAMETER,
+            Self::TooManyFrames { .. } | Self::FrameTooLarge { .. } | Self::DoesNotFit { .. } => {
+                STATUS_INSUFFICIENT_RESOURCES
+            }
+            Self::AlignmentAbovePage(_) | Self::UnsupportedPoolType(_) | Self::RegionMisaligned => {
+                STATUS_NOT_SUPPORTED
+            }
         }
     }
 }
@@ -217,39 +222,39 @@ impl FramingError {
 impl core::fmt::Display for FramingError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            FramingError::NoFrames => f.write_str("0 frames requested; at least 1"),
-            FramingError::TooManyFrames { requested, max } => {
+            Self::NoFrames => f.write_str("0 frames requested; at least 1"),
+            Self::TooManyFrames { requested, max } => {
                 write!(f, "{requested} frames requested; at most {max}")
             }
-            FramingError::FrameSmallerThanImage {
+            Self::FrameSmallerThanImage {
                 frame_size,
                 image_size,
             } => write!(
                 f,
                 "frames of {frame_size} bytes requested; the image needs {image_size}"
             ),
-            FramingError::ZeroFrameSize => f.write_str("frames of 0 bytes requested"),
-            FramingError::FrameTooLarge { frame_size, max } => {
+            Self::ZeroFrameSize => f.write_str("frames of 0 bytes requested"),
+            Self::FrameTooLarge { frame_size, max } => {
                 write!(f, "frames of {frame_size} bytes requested; at most {max}")
             }
-            FramingError::AlignmentNotMask(mask) => {
+            Self::AlignmentNotMask(mask) => {
                 write!(f, "alignment mask {mask:#x} is not of the form 2^k - 1")
             }
-            FramingError::AlignmentAbovePage(mask) => write!(
+            Self::AlignmentAbovePage(mask) => write!(
                 f,
                 "alignment mask {mask:#x} asks for more than page alignment"
             ),
-            FramingError::UnknownFlags(bits) => write!(f, "unknown flag bits {bits:#x}"),
-            FramingError::UnsupportedPoolType(pool) => write!(f, "unsupported pool type {pool}"),
-            FramingError::ReservedNotZero => f.write_str("the reserved field is not zero"),
-            FramingError::RegionMisaligned => {
+            Self::UnknownFlags(bits) => write!(f, "unknown flag bits {bits:#x}"),
+            Self::UnsupportedPoolType(pool) => write!(f, "unsupported pool type {pool}"),
+            Self::ReservedNotZero => f.write_str("the reserved field is not zero"),
+            Self::RegionMisaligned => {
                 f.write_str("the buffer's virtual and logical addresses are aligned differently")
             }
-            FramingError::DoesNotFit { needed, available } => write!(
+            Self::DoesNotFit { needed, available } => write!(
                 f,
                 "the slots need {needed} bytes; the buffer has {available}"
             ),
-            FramingError::Overflow => f.write_str("a buffer size overflowed"),
+            Self::Overflow => f.write_str("a buffer size overflowed"),
         }
     }
 }
@@ -341,16 +346,17 @@ pub struct PinFraming {
 /// Frames the pin asks for by default (its allocator hands out this many).
 pub const DEFAULT_PIN_FRAMES: u32 = 4;
 
-/// Flags the pin declares: it wants system (nonpaged) memory; because the
-/// capture path copies into any frame, every requirement is only a
-/// preference; and it can allocate frames of its memory type
-/// (`KSALLOCATOR_FLAG_CAN_ALLOCATE`): its `KSALLOCATOR_DISPATCH` hands out
-/// nonpaged common-buffer frames, which is exactly what the item's
-/// `KSMEMORY_TYPE_KERNEL_NONPAGED` names. The `KS_FRAMING_ITEM` reference
-/// defines the flag as "the pin can allocate this memory type" and warns
-/// only against setting it for memory the device can merely address; a
-/// graph manager choosing where frames come from reads it to know that the
-/// pin offers an allocator at all, so a pin that has one says so.
+/// Flags the pin declares.
+///
+/// It wants system (nonpaged) memory; because the capture path copies into any
+/// frame, every requirement is only a preference; and it can allocate frames of
+/// its memory type (`KSALLOCATOR_FLAG_CAN_ALLOCATE`): its
+/// `KSALLOCATOR_DISPATCH` hands out nonpaged common-buffer frames, which is
+/// exactly what the item's `KSMEMORY_TYPE_KERNEL_NONPAGED` names. The
+/// `KS_FRAMING_ITEM` reference defines the flag as "the pin can allocate this
+/// memory type" and warns only against setting it for memory the device can
+/// merely address; a graph manager choosing where frames come from reads it to
+/// know that the pin offers an allocator at all, so a pin that has one says so.
 pub const PIN_FRAMING_FLAGS: u32 =
     REQUIREMENTF_SYSTEM_MEMORY | REQUIREMENTF_PREFERENCES_ONLY | FLAG_CAN_ALLOCATE;
 
@@ -365,7 +371,7 @@ impl PinFraming {
         min_frame: u32,
         max_frame: u32,
     ) -> Self {
-        PinFraming {
+        Self {
             memory_type: KSMEMORY_TYPE_KERNEL_NONPAGED,
             bus_type: GUID_NULL,
             flags,
@@ -430,7 +436,7 @@ impl PinFraming {
             max: image,
             stepping: 0,
         };
-        Ok(PinFraming {
+        Ok(Self {
             frames,
             physical_range: exact,
             framing_range: exact,
@@ -460,7 +466,7 @@ impl AllocatorFraming {
     /// The request a graph manager derives from [`PinFraming::for_format`].
     #[must_use]
     pub const fn from_pin(pin: &PinFraming) -> Self {
-        AllocatorFraming {
+        Self {
             flags: REQUIREMENTF_SYSTEM_MEMORY,
             pool_type: pool_type::NON_PAGED,
             frames: pin.frames,
@@ -471,10 +477,12 @@ impl AllocatorFraming {
     }
 }
 
-/// What one pool carved from one region looks like: made only by [`plan`],
-/// which checked every field against the region it carries, so a pool
-/// built from it ([`FramePool::with_plan`](super::frame_pool::FramePool::with_plan))
-/// can trust it without checking again.
+/// What one pool carved from one region looks like.
+///
+/// Made only by [`plan`], which checked every field against the region it
+/// carries, so a pool built from it
+/// ([`FramePool::with_plan`](super::frame_pool::FramePool::with_plan)) can
+/// trust it without checking again.
 ///
 /// ```compile_fail,E0616
 /// // The fields are private: no caller can bend a plan after the fact.
@@ -559,10 +567,11 @@ impl PoolPlan {
 pub const MAX_FRAME_SIZE: u32 = max_image_size().next_multiple_of(PAGE_SIZE);
 
 /// One common buffer for a stream: `frames` page-aligned slots of
-/// `slot_size` bytes, each holding a frame of `frame_size` bytes. Made by
-/// [`allocator_plan`] (an allocator instance's buffer) and [`staging_plan`]
-/// (a stream's staging slots); the shell allocates exactly `bytes()` bytes and
-/// builds the pool over them with `FramePool::over`.
+/// `slot_size` bytes, each holding a frame of `frame_size` bytes.
+///
+/// Made by [`allocator_plan`] (an allocator instance's buffer) and
+/// [`staging_plan`] (a stream's staging slots); the shell allocates exactly
+/// `bytes()` bytes and builds the pool over them with `FramePool::over`.
 ///
 /// ```compile_fail,E0616
 /// // The fields are private: only the planners above make one.
@@ -592,7 +601,7 @@ impl BufferPlan {
             .ok_or(FramingError::Overflow)?;
         let len = usize::try_from(u64::from(slot_size) * u64::from(frames))
             .map_err(|_| FramingError::Overflow)?;
-        Ok(BufferPlan {
+        Ok(Self {
             frames,
             frame_size,
             slot_size,
@@ -632,7 +641,7 @@ impl BufferPlan {
     }
 }
 
-fn check_frame_count(frames: u32, max: u32) -> Result<(), FramingError> {
+const fn check_frame_count(frames: u32, max: u32) -> Result<(), FramingError> {
     if frames == 0 {
         return Err(FramingError::NoFrames);
     }
@@ -650,7 +659,7 @@ fn check_frame_count(frames: u32, max: u32) -> Result<(), FramingError> {
     Ok(())
 }
 
-fn check_flags(flags: u32) -> Result<(), FramingError> {
+const fn check_flags(flags: u32) -> Result<(), FramingError> {
     let unknown = flags & !REQUEST_FLAGS;
     if unknown != 0 {
         return Err(FramingError::UnknownFlags(unknown));
@@ -678,11 +687,12 @@ fn alignment_of(mask: u32, pool: u32) -> Result<Alignment, FramingError> {
 
 /// Validates an allocator create request for a connection whose image is
 /// `image_size` bytes and sizes the common buffer that serves it
-/// (`InitializeAllocator`). `Frames` 0 is served with
-/// [`DEFAULT_PIN_FRAMES`] frames and `FrameSize` 0 with frames of the
-/// image size: the `KSALLOCATOR_FRAMING` reference defines both zeros as
-/// "no requirement". Slots are page aligned, which covers every alignment a
-/// valid request may ask for.
+/// (`InitializeAllocator`).
+///
+/// `Frames` 0 is served with [`DEFAULT_PIN_FRAMES`] frames and `FrameSize` 0
+/// with frames of the image size: the `KSALLOCATOR_FRAMING` reference defines
+/// both zeros as "no requirement". Slots are page aligned, which covers every
+/// alignment a valid request may ask for.
 ///
 /// # Errors
 /// A [`FramingError`]; [`FramingError::ntstatus`] gives the status to return.

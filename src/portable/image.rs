@@ -1,7 +1,9 @@
-//! Image synthesis for the simulated camera: 75% colour bars with a few
-//! overlays (frame number, dropped-frame count, a delivery-path marker and a
-//! stream-time clock), written straight into a frame buffer in any of the
-//! pin's pixel formats.
+//! Image synthesis for the simulated camera: colour bars and overlays,
+//! written straight into a frame buffer.
+//!
+//! The picture is 75% colour bars with a few overlays (frame number,
+//! dropped-frame count, a delivery-path marker and a stream-time clock), in
+//! any of the pin's pixel formats.
 //!
 //! # Cost
 //! Nothing here allocates, and nothing costs more than a few instructions
@@ -134,8 +136,8 @@ impl DeliveryPath {
     #[must_use]
     pub const fn label(self) -> &'static str {
         match self {
-            DeliveryPath::ZeroCopy => "ZERO-COPY",
-            DeliveryPath::Copied => "COPIED",
+            Self::ZeroCopy => "ZERO-COPY",
+            Self::Copied => "COPIED",
         }
     }
 
@@ -144,8 +146,8 @@ impl DeliveryPath {
     #[must_use]
     pub const fn colour(self) -> Rgb {
         match self {
-            DeliveryPath::ZeroCopy => Rgb::new(0, 255, 0),
-            DeliveryPath::Copied => Rgb::new(255, 128, 0),
+            Self::ZeroCopy => Rgb::new(0, 255, 0),
+            Self::Copied => Rgb::new(255, 128, 0),
         }
     }
 }
@@ -188,8 +190,8 @@ impl SynthError {
     #[must_use]
     pub const fn ntstatus(self) -> NtStatus {
         match self {
-            SynthError::BufferTooSmall { .. } => STATUS_BUFFER_TOO_SMALL,
-            SynthError::StrideTooSmall | SynthError::Overflow => STATUS_INVALID_PARAMETER,
+            Self::BufferTooSmall { .. } => STATUS_BUFFER_TOO_SMALL,
+            Self::StrideTooSmall | Self::Overflow => STATUS_INVALID_PARAMETER,
         }
     }
 }
@@ -198,11 +200,11 @@ impl SynthError {
 impl core::fmt::Display for SynthError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            SynthError::BufferTooSmall { needed, got } => {
+            Self::BufferTooSmall { needed, got } => {
                 write!(f, "the buffer has {got} bytes; the frame needs {needed}")
             }
-            SynthError::StrideTooSmall => f.write_str("the stride is below the format's"),
-            SynthError::Overflow => f.write_str("the frame size overflowed"),
+            Self::StrideTooSmall => f.write_str("the stride is below the format's"),
+            Self::Overflow => f.write_str("the frame size overflowed"),
         }
     }
 }
@@ -237,8 +239,9 @@ const fn clamp_u8(v: i32) -> u8 {
     }
 }
 
-/// Converts full-range RGB to BT.601 limited-range YCbCr with the usual
-/// 8-bit integer approximation:
+/// Converts full-range RGB to BT.601 limited-range YCbCr.
+///
+/// It uses the usual 8-bit integer approximation:
 /// `Y = ((66R + 129G + 25B + 128) >> 8) + 16`,
 /// `U = ((-38R - 74G + 112B + 128) >> 8) + 128`,
 /// `V = ((112R - 94G - 18B + 128) >> 8) + 128`.
@@ -254,9 +257,10 @@ pub const fn rgb_to_yuv(c: Rgb) -> Yuv {
     }
 }
 
-/// Which of the eight bars column `x` of a `width`-pixel line lies in:
-/// `x * 8 / width`, clamped to 7 (so columns at or past `width` count as the
-/// last bar, and a zero width gives 0). For a width that is a multiple of 8
+/// Which of the eight bars column `x` of a `width`-pixel line lies in.
+///
+/// It is `x * 8 / width`, clamped to 7 (so columns at or past `width` count as
+/// the last bar, and a zero width gives 0). For a width that is a multiple of 8
 /// (all offered sizes) bar `k` spans columns `[k*width/8, (k+1)*width/8)`.
 #[must_use]
 pub const fn bar_index(x: u32, width: u32) -> usize {
@@ -352,10 +356,11 @@ pub fn required_len(layout: &FrameLayout, stride: u32) -> Result<usize, SynthErr
     Geom::new(layout, stride).map(|g| g.len)
 }
 
-/// Synthesises one frame: colour bars plus the overlays of `overlay`, in
-/// `layout`'s pixel format with rows `stride` bytes apart (RGB24 bottom-up,
-/// the YUV formats top-down). Row padding is zeroed; bytes of `frame` past
-/// [`required_len`] are left alone.
+/// Synthesises one frame: colour bars plus the overlays of `overlay`.
+///
+/// The frame is in `layout`'s pixel format with rows `stride` bytes apart
+/// (RGB24 bottom-up, the YUV formats top-down). Row padding is zeroed; bytes of
+/// `frame` past [`required_len`] are left alone.
 ///
 /// Returns the number of bytes written, which is [`required_len`].
 ///
@@ -405,8 +410,8 @@ impl Rect {
 
     /// The part of `self` inside `other` (empty rectangles have `x1 <= x0`
     /// or `y1 <= y0`).
-    fn intersect(self, other: Rect) -> Rect {
-        Rect {
+    fn intersect(self, other: Self) -> Self {
+        Self {
             x0: self.x0.max(other.x0),
             y0: self.y0.max(other.y0),
             x1: self.x1.min(other.x1),
@@ -441,7 +446,7 @@ const fn mean(a: u8, b: u8) -> u8 {
 
 /// Text of one overlay line, at most [`TextBuf::CAPACITY`] bytes.
 struct TextBuf {
-    bytes: [u8; TextBuf::CAPACITY],
+    bytes: [u8; Self::CAPACITY],
     len: usize,
 }
 
@@ -617,7 +622,7 @@ impl Canvas<'_> {
 
     /// The bytes of a first-plane row that filling columns `x0..x1` of a
     /// box writes: whole YUY2 pixel pairs, three bytes a pixel for RGB24.
-    fn box_span(&self, x0: usize, x1: usize) -> Range<usize> {
+    const fn box_span(&self, x0: usize, x1: usize) -> Range<usize> {
         match self.geom.pixel {
             PixelFormat::Rgb24 => x0.saturating_mul(3)..x1.saturating_mul(3),
             PixelFormat::Yuy2 => {
@@ -781,7 +786,7 @@ fn ink_pixels(row: &mut [u8], pixel: PixelFormat, xs: Range<usize>, ink: Rgb) {
 /// The rows the top and the bottom overlays may use: above `height / 2`
 /// and below `height / 2 + 1`, each edge on an even row so no NV12 chroma
 /// block of the middle rows is touched.
-fn bands(width: u32, height: u32) -> (Rect, Rect) {
+const fn bands(width: u32, height: u32) -> (Rect, Rect) {
     let mid = height / 2;
     let top = Rect::new(0, 0, width, even_down(mid));
     let bottom_start = even_up(mid.saturating_add(1));

@@ -1,6 +1,7 @@
-//! The KS request buffers a client hands the pin, read from their bytes: a
-//! data format (`SetDataFormat`, pin creation), a data range (the intersect
-//! handler) and an allocator framing (`InitializeAllocator`).
+//! The KS request buffers a client hands the pin, read from their bytes.
+//!
+//! They are a data format (`SetDataFormat`, pin creation), a data range (the
+//! intersect handler) and an allocator framing (`InitializeAllocator`).
 //!
 //! The kernel shell makes one byte slice of what ks.sys passed and calls
 //! these readers; nothing else in the shell picks fields out of a client's

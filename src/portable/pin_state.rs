@@ -20,10 +20,10 @@ impl KsState {
     #[must_use]
     pub const fn from_raw(raw: i32) -> Option<Self> {
         match raw {
-            0 => Some(KsState::Stop),
-            1 => Some(KsState::Acquire),
-            2 => Some(KsState::Pause),
-            3 => Some(KsState::Run),
+            0 => Some(Self::Stop),
+            1 => Some(Self::Acquire),
+            2 => Some(Self::Pause),
+            3 => Some(Self::Run),
             _ => None,
         }
     }

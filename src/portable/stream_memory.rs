@@ -43,7 +43,7 @@ impl StreamMemory {
     pub fn for_format(format: &VideoFormat) -> Result<Self, FramingError> {
         let layout = format.layout().map_err(|_| FramingError::Overflow)?;
         let pin = PinFraming::for_format(format, DEFAULT_PIN_FRAMES)?;
-        Ok(StreamMemory {
+        Ok(Self {
             layout,
             staging: framing::staging_plan(&layout, STAGING_SLOTS)?,
             allocator: framing::allocator_plan(

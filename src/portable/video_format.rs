@@ -1,7 +1,10 @@
-//! Video formats of the capture pin: the data ranges it offers, the
-//! stride and image-size arithmetic of each, validation of a format a client
-//! proposes (`SetDataFormat`), and intersection of a client's data range with
-//! ours (the pin's intersect handler).
+//! Video formats of the capture pin: ranges, sizes, validation and
+//! intersection.
+//!
+//! The data ranges the pin offers, the stride and image-size arithmetic of
+//! each, validation of a format a client proposes (`SetDataFormat`), and
+//! intersection of a client's data range with ours (the pin's intersect
+//! handler).
 //!
 //! The KS structures (`KS_DATARANGE_VIDEO`, `KS_VIDEOINFOHEADER`) are not
 //! named here; the kernel shell copies their fields into [`ProposedFormat`] /
@@ -64,15 +67,15 @@ pub enum PixelFormat {
 
 impl PixelFormat {
     /// All pixel formats, in the order the pin offers them.
-    pub const ALL: [PixelFormat; 3] = [PixelFormat::Nv12, PixelFormat::Yuy2, PixelFormat::Rgb24];
+    pub const ALL: [Self; 3] = [Self::Nv12, Self::Yuy2, Self::Rgb24];
 
     /// The KS subtype GUID.
     #[must_use]
     pub const fn subtype(self) -> Guid {
         match self {
-            PixelFormat::Yuy2 => MEDIASUBTYPE_YUY2,
-            PixelFormat::Rgb24 => MEDIASUBTYPE_RGB24,
-            PixelFormat::Nv12 => MEDIASUBTYPE_NV12,
+            Self::Yuy2 => MEDIASUBTYPE_YUY2,
+            Self::Rgb24 => MEDIASUBTYPE_RGB24,
+            Self::Nv12 => MEDIASUBTYPE_NV12,
         }
     }
 
@@ -80,9 +83,9 @@ impl PixelFormat {
     #[must_use]
     pub const fn compression(self) -> u32 {
         match self {
-            PixelFormat::Yuy2 => FOURCC_YUY2,
-            PixelFormat::Rgb24 => KS_BI_RGB,
-            PixelFormat::Nv12 => FOURCC_NV12,
+            Self::Yuy2 => FOURCC_YUY2,
+            Self::Rgb24 => KS_BI_RGB,
+            Self::Nv12 => FOURCC_NV12,
         }
     }
 
@@ -90,18 +93,18 @@ impl PixelFormat {
     #[must_use]
     pub const fn bit_count(self) -> u16 {
         match self {
-            PixelFormat::Yuy2 => 16,
-            PixelFormat::Rgb24 => 24,
-            PixelFormat::Nv12 => 12,
+            Self::Yuy2 => 16,
+            Self::Rgb24 => 24,
+            Self::Nv12 => 12,
         }
     }
 
     /// Bits per pixel of the first (or only) plane, which sets the stride.
     const fn plane_bits(self) -> u32 {
         match self {
-            PixelFormat::Yuy2 => 16,
-            PixelFormat::Rgb24 => 24,
-            PixelFormat::Nv12 => 8,
+            Self::Yuy2 => 16,
+            Self::Rgb24 => 24,
+            Self::Nv12 => 8,
         }
     }
 
@@ -115,18 +118,18 @@ impl PixelFormat {
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
-            PixelFormat::Yuy2 => "yuy2",
-            PixelFormat::Rgb24 => "rgb24",
-            PixelFormat::Nv12 => "nv12",
+            Self::Yuy2 => "yuy2",
+            Self::Rgb24 => "rgb24",
+            Self::Nv12 => "nv12",
         }
     }
 
     /// Width and height granularity the layout needs (chroma subsampling).
     const fn granularity(self) -> (u32, u32) {
         match self {
-            PixelFormat::Yuy2 => (2, 1),
-            PixelFormat::Rgb24 => (1, 1),
-            PixelFormat::Nv12 => (2, 2),
+            Self::Yuy2 => (2, 1),
+            Self::Rgb24 => (1, 1),
+            Self::Nv12 => (2, 2),
         }
     }
 }
@@ -173,21 +176,21 @@ impl FormatError {
     #[must_use]
     pub const fn ntstatus(self) -> NtStatus {
         match self {
-            FormatError::HeaderTooSmall
-            | FormatError::BitmapHeaderTooSmall
-            | FormatError::PlanesNotOne
-            | FormatError::BadDimensions
-            | FormatError::ImageSizeTooSmall
-            | FormatError::Overflow => STATUS_INVALID_PARAMETER,
-            FormatError::WrongMajorType
-            | FormatError::WrongSpecifier
-            | FormatError::UnknownSubtype
-            | FormatError::CompressionMismatch
-            | FormatError::BitCountMismatch
-            | FormatError::UnsupportedSize
-            | FormatError::UnsupportedOrientation
-            | FormatError::UnsupportedInterval
-            | FormatError::NoMatch => STATUS_NO_MATCH,
+            Self::HeaderTooSmall
+            | Self::BitmapHeaderTooSmall
+            | Self::PlanesNotOne
+            | Self::BadDimensions
+            | Self::ImageSizeTooSmall
+            | Self::Overflow => STATUS_INVALID_PARAMETER,
+            Self::WrongMajorType
+            | Self::WrongSpecifier
+            | Self::UnknownSubtype
+            | Self::CompressionMismatch
+            | Self::BitCountMismatch
+            | Self::UnsupportedSize
+            | Self::UnsupportedOrientation
+            | Self::UnsupportedInterval
+            | Self::NoMatch => STATUS_NO_MATCH,
         }
     }
 }
@@ -196,23 +199,23 @@ impl FormatError {
 impl core::fmt::Display for FormatError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            FormatError::WrongMajorType => "the major type is not video",
-            FormatError::WrongSpecifier => "the specifier is not VIDEOINFO",
-            FormatError::UnknownSubtype => "the subtype is not one of the pin's",
-            FormatError::HeaderTooSmall => "the format is too small for its header",
-            FormatError::BitmapHeaderTooSmall => "biSize is below a BITMAPINFOHEADER",
-            FormatError::CompressionMismatch => "biCompression does not match the subtype",
-            FormatError::BitCountMismatch => "biBitCount does not match the subtype",
-            FormatError::PlanesNotOne => "biPlanes is not 1",
-            FormatError::BadDimensions => {
+            Self::WrongMajorType => "the major type is not video",
+            Self::WrongSpecifier => "the specifier is not VIDEOINFO",
+            Self::UnknownSubtype => "the subtype is not one of the pin's",
+            Self::HeaderTooSmall => "the format is too small for its header",
+            Self::BitmapHeaderTooSmall => "biSize is below a BITMAPINFOHEADER",
+            Self::CompressionMismatch => "biCompression does not match the subtype",
+            Self::BitCountMismatch => "biBitCount does not match the subtype",
+            Self::PlanesNotOne => "biPlanes is not 1",
+            Self::BadDimensions => {
                 "the width or height is zero or not a multiple of the format's granularity"
             }
-            FormatError::UnsupportedSize => "the pin does not offer that size",
-            FormatError::UnsupportedOrientation => "the pin does not offer that orientation",
-            FormatError::ImageSizeTooSmall => "the image size is below the image's bytes",
-            FormatError::UnsupportedInterval => "the pin does not offer that frame rate",
-            FormatError::Overflow => "a size overflowed",
-            FormatError::NoMatch => "no format of the pin matches the range",
+            Self::UnsupportedSize => "the pin does not offer that size",
+            Self::UnsupportedOrientation => "the pin does not offer that orientation",
+            Self::ImageSizeTooSmall => "the image size is below the image's bytes",
+            Self::UnsupportedInterval => "the pin does not offer that frame rate",
+            Self::Overflow => "a size overflowed",
+            Self::NoMatch => "no format of the pin matches the range",
         })
     }
 }
@@ -517,11 +520,11 @@ impl OutputBuffer {
     #[must_use]
     pub const fn check(available: u32, needed: u32) -> Self {
         if available == 0 {
-            OutputBuffer::SizeQuery
+            Self::SizeQuery
         } else if available < needed {
-            OutputBuffer::TooSmall
+            Self::TooSmall
         } else {
-            OutputBuffer::Fits
+            Self::Fits
         }
     }
 
@@ -529,9 +532,9 @@ impl OutputBuffer {
     #[must_use]
     pub const fn ntstatus(self) -> NtStatus {
         match self {
-            OutputBuffer::SizeQuery => STATUS_BUFFER_OVERFLOW,
-            OutputBuffer::TooSmall => STATUS_BUFFER_TOO_SMALL,
-            OutputBuffer::Fits => STATUS_SUCCESS,
+            Self::SizeQuery => STATUS_BUFFER_OVERFLOW,
+            Self::TooSmall => STATUS_BUFFER_TOO_SMALL,
+            Self::Fits => STATUS_SUCCESS,
         }
     }
 }
@@ -640,7 +643,7 @@ impl ProposedFormat {
     #[must_use]
     pub fn for_format(format: &VideoFormat) -> Option<Self> {
         let info = format.video_info().ok()?;
-        Some(ProposedFormat {
+        Some(Self {
             format_size: KS_DATAFORMAT_VIDEOINFOHEADER_SIZE,
             sample_size: info.size_image,
             major: KSDATAFORMAT_TYPE_VIDEO,
@@ -761,7 +764,7 @@ pub struct ClientVideoRange {
 
 impl ClientRange {
     /// A range that accepts every format.
-    pub const ANY: ClientRange = ClientRange {
+    pub const ANY: Self = Self {
         major: None,
         sub: None,
         specifier: None,
@@ -778,7 +781,7 @@ impl ClientRange {
         video: Option<ClientVideoRange>,
     ) -> Self {
         let opt = |g: Guid| if g.is_null() { None } else { Some(g) };
-        ClientRange {
+        Self {
             major: opt(major),
             sub: opt(sub),
             specifier: opt(specifier),
