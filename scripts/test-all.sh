@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's full test command (README "Test"): everything CI runs.
-#   1. rustfmt and clippy (pedantic, -D warnings) on the host build; then
-#      actionlint on the Windows CI workflow, which cannot run here
+#   1. rustfmt, clippy (Cargo.toml's lint wall, -D warnings) and rustdoc
+#      (-D warnings) on the host build; then actionlint on the Windows CI workflow, which cannot run here
 #      (scripts/actionlint.sh; installs actionlint from PyPI when missing);
 #   2. cargo test: unit, property and scenario tests of the portable core;
 #   3. the fuzz smoke: every cargo-fuzz target of fuzz/ briefly
@@ -12,7 +12,8 @@
 #      again, interpreted and checked for undefined behaviour, with the
 #      proptest counts and sweep sizes they reduce under cfg(miri);
 #   5. the host simulator end to end, its y4m output checked frame by frame;
-#   6. the Linux cross-build of avscap.sys and its PE/import check
+#   6. the Linux cross-build of avscap.sys, clippy on that kernel build (the
+#      same lint wall) and its PE/import check
 #      (skipped with AVSCAP_SKIP_CROSS=1, for a quick local loop);
 #   7. the emulated kernel: that avscap.sys executed on unicorn against
 #      models of ntoskrnl and ks.sys (tests/kernel-emu, a separate
@@ -35,6 +36,9 @@ cargo fmt --all --check
 
 step "clippy (host, all targets)"
 cargo clippy --all-targets -- -D warnings
+
+step "rustdoc (host, -D warnings: Cargo.toml's [lints.rustdoc])"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 step "actionlint (.github/workflows: syntax, action pins, action inputs)"
 bash scripts/actionlint.sh
