@@ -67,9 +67,9 @@ typedef CHAR TCHAR;
     /// driver, so they are generated as opaque blobs of the right size.
     /// (mingw-w64 declares two; the WDK's ksmedia.h one, the UVC metadata
     /// timestamp.) A header version with another fails the build below,
-    /// naming it.
-    const BITFIELD_TYPES: &str =
-        "_?KSPROPERTY_SPPAL|_?KS_COLCON|_?KSSTREAM_UVC_METADATATYPE_TIMESTAMP";
+    /// naming it. An anonymous structure's nested types are items of their
+    /// own (`<name>__bindgen_ty_N`), so they are named too.
+    const BITFIELD_TYPES: &str = "(_?KSPROPERTY_SPPAL|_?KS_COLCON|_?KSSTREAM_UVC_METADATATYPE_TIMESTAMP)(__bindgen_ty_[0-9]+)*";
 
     /// Tells bindgen what the wdk-sys types (not generated here, so unknown
     /// to its derive analysis) implement: without this, no KS struct that
