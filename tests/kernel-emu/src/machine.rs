@@ -308,6 +308,35 @@ pub fn fail(uc: &mut Uc, message: String) {
     let _ = uc.emu_stop();
 }
 
+/// Unicorn now and then ends an outermost emulation early, with no failure
+/// recorded and well inside the limit (seen about once in a dozen runs of
+/// the fault sweep, with the previous driver too, always in a routine that
+/// made nested calls). The stop leaves the CPU state whole, so the call
+/// resumes where it stopped until it returns, fails or the wall-clock limit
+/// has passed: the limit stays the only way a routine ends without
+/// returning.
+fn resume_early_stop(
+    uc: &mut Uc,
+    started: std::time::Instant,
+    mut result: Result<(), unicorn_engine::unicorn_const::uc_error>,
+) -> Result<(), unicorn_engine::unicorn_const::uc_error> {
+    let limit = std::time::Duration::from_micros(CALL_TIMEOUT_US);
+    for _ in 0..1000 {
+        let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(RETURN_TRAP);
+        let remaining = limit.saturating_sub(started.elapsed());
+        if result.is_err()
+            || uc.get_data().failure.is_some()
+            || rip == RETURN_TRAP
+            || remaining.is_zero()
+        {
+            break;
+        }
+        let remaining = u64::try_from(remaining.as_micros()).unwrap_or(1).max(1);
+        result = uc.emu_start(rip, RETURN_TRAP, remaining, 0);
+    }
+    result
+}
+
 fn uc_err(e: unicorn_engine::unicorn_const::uc_error) -> String {
     format!("unicorn: {e:?}")
 }
@@ -673,30 +702,8 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
     let timeout = if nested { 0 } else { CALL_TIMEOUT_US };
     let started = std::time::Instant::now();
     let mut result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
-    // Unicorn now and then ends an outermost emulation early, with no
-    // failure recorded and well inside the limit (seen about once in a
-    // dozen runs of the fault sweep, with the previous driver too, always
-    // in a routine that made nested calls). The stop leaves the CPU state
-    // whole, so the call resumes where it stopped until it returns, fails
-    // or the wall-clock limit has passed: the limit stays the only way a
-    // routine ends without returning.
     if !nested {
-        let limit = std::time::Duration::from_micros(CALL_TIMEOUT_US);
-        for _ in 0..1000 {
-            let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(RETURN_TRAP);
-            let elapsed = started.elapsed();
-            if result.is_err()
-                || uc.get_data().failure.is_some()
-                || rip == RETURN_TRAP
-                || elapsed >= limit
-            {
-                break;
-            }
-            let remaining = u64::try_from((limit - elapsed).as_micros())
-                .unwrap_or(1)
-                .max(1);
-            result = uc.emu_start(rip, RETURN_TRAP, remaining, 0);
-        }
+        result = resume_early_stop(uc, started, result);
     }
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
     let rax = uc.reg_read(RegisterX86::RAX).unwrap_or(0);
