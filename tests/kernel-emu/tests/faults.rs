@@ -109,10 +109,40 @@ fn stream(
     Ok(delivered)
 }
 
-/// The whole path once, with `config` (its `fail_call` picks the fault).
-#[allow(clippy::too_many_lines)]
+/// The whole path once, with `config` (its `fail_call` picks the fault),
+/// then the unload and its rules.
+///
+/// On an error the driver is left as it is (its end-of-test unload is
+/// skipped), so the error that stopped the scenario is the one reported,
+/// with the driver's `DbgPrint` output, instead of whatever the unload of a
+/// half-built or half-stopped driver then runs into.
 fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
     let (mut d, status) = Driver::load_status(config, sys, &nt::exports(), &ks::exports())?;
+    let walked = walk(&mut d, status, path);
+    let (end, delivered) = match walked {
+        Ok(walked) => walked,
+        Err(e) => {
+            d.disarm();
+            return Err(format!("{e}\n--- DbgPrint ---\n{}", d.log()));
+        }
+    };
+    let points = d.uc.get_data().fault_points.clone();
+    let violations = d.unload()?;
+    if !violations.is_empty() {
+        return Err(format!("at unload:\n{}", violations.join("\n")));
+    }
+    Ok(Run {
+        end,
+        points,
+        delivered,
+    })
+}
+
+/// The path from `DriverEntry` (which returned `status`) to the end of the
+/// second stream, or to the first routine that failed: how it ended and
+/// how many frames were delivered full.
+#[allow(clippy::too_many_lines)]
+fn walk(d: &mut Driver, status: u32, path: Path) -> R<(End, usize)> {
     let f = format(PixelFormat::Yuy2, 320, 240);
     let other = format(PixelFormat::Rgb24, 320, 240);
     let mut delivered = 0;
@@ -160,7 +190,7 @@ fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
             }
         }
         let size = f.layout().unwrap().image_size();
-        delivered += stream(&mut d, &f, pin, allocator, size, FRAMES)?;
+        delivered += stream(d, &f, pin, allocator, size, FRAMES)?;
         // Stop, then a second stream on the same pin: the resources of
         // ACQUIRE are taken again, and can fail again.
         for to in [state::PAUSE, state::ACQUIRE, state::STOP] {
@@ -186,19 +216,10 @@ fn scenario(sys: &[u8], config: Config, path: Path) -> R<Run> {
                 break 'run failed(step, status)?;
             }
         }
-        delivered += stream(&mut d, &f, pin, allocator, size, FRAMES)?;
+        delivered += stream(d, &f, pin, allocator, size, FRAMES)?;
         End::Streamed
     };
-    let points = d.uc.get_data().fault_points.clone();
-    let violations = d.unload()?;
-    if !violations.is_empty() {
-        return Err(format!("at unload:\n{}", violations.join("\n")));
-    }
-    Ok(Run {
-        end,
-        points,
-        delivered,
-    })
+    Ok((end, delivered))
 }
 
 /// Runs the path once without a fault, then once per failable call it
