@@ -157,6 +157,7 @@ fi
 emu=(--manifest-path tests/kernel-emu/Cargo.toml)
 cargo fmt "${emu[@]}" --check
 CARGO_TARGET_DIR=target/kernel-emu cargo clippy "${emu[@]}" --all-targets -- -D warnings
+CARGO_TARGET_DIR=target/kernel-emu RUSTDOCFLAGS="-D warnings" cargo doc "${emu[@]}" --no-deps --quiet
 # Every emulated driver writes the functions it executed here; the report
 # reads them against the linker map (and prints tests/cost.rs's table).
 coverage="$PWD/target/kernel-emu-coverage"

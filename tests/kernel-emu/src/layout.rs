@@ -3,7 +3,7 @@
 //! `ULONG` is `u32`, enums and `LONG` are `i32`, `BOOLEAN` is `u8`).
 //!
 //! The model never copies these structs whole; it reads and writes single
-//! fields at the offsets `offset_of!` gives (the [`off!`] macro). The sizes
+//! fields at the offsets `offset_of!` gives (the [`off!`](crate::off) macro). The sizes
 //! and offsets are asserted against the brief's Appendix A in this module's
 //! tests, so a wrong mirror fails here, and a mirror that disagrees with the
 //! driver's real headers makes the driver misbehave in the session tests.

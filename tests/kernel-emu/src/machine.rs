@@ -133,6 +133,11 @@ pub struct Config {
     /// lock held), a DPC runs first, as another processor would run it:
     /// the next timer falls due at once and every queued DPC runs.
     pub interleave_at: Option<u64>,
+    /// Unicorn's early stop, provoked at every import: each stub's hook
+    /// stops the emulation once before its routine runs and once after it
+    /// returned, and the call resumes ([`Kernel::early_stops`] counts them).
+    /// A run must be the same as without.
+    pub early_stops: bool,
 }
 
 impl Default for Config {
@@ -142,6 +147,7 @@ impl Default for Config {
             clock: true,
             fail_call: None,
             interleave_at: None,
+            early_stops: false,
         }
     }
 }
@@ -200,6 +206,14 @@ pub struct Kernel {
     next_thread: u32,
     /// Nesting depth of calls into the driver.
     pub depth: u32,
+    /// Early stops provoked so far ([`Config::early_stops`]).
+    pub early_stops: u64,
+    /// A stop was provoked at the stub about to run: the next hook (the
+    /// resumed stub) runs its routine.
+    early_stop_pending: bool,
+    /// When the outermost call into the driver started (the wall-clock
+    /// limit covers it and every call nested in it).
+    pub started: std::time::Instant,
     /// The first failure; once set every call fails.
     pub failure: Option<String>,
     /// `DbgPrint` output.
@@ -308,19 +322,27 @@ pub fn fail(uc: &mut Uc, message: String) {
     let _ = uc.emu_stop();
 }
 
-/// Unicorn now and then ends an outermost emulation early, with no failure
-/// recorded and well inside the limit (seen about once in a dozen runs of
-/// the fault sweep, with the previous driver too, always in a routine that
-/// made nested calls). The stop leaves the CPU state whole, so the call
-/// resumes where it stopped until it returns, fails or the wall-clock limit
-/// has passed: the limit stays the only way a routine ends without
-/// returning.
+/// Unicorn now and then ended an emulation early, with no failure recorded
+/// and well inside the limit: milliseconds into a call, at an import's
+/// stub whose hook had run but whose `ret` had not (about one run in six of
+/// the fault sweep, with the previous driver too). Since the hooks return
+/// to the caller themselves ([`return_from_stub`]) none has been seen in
+/// 90 runs; should one still come, the stop leaves the CPU state whole, so
+/// the call resumes where it stopped until it returns, fails or the
+/// wall-clock limit has passed: the limit stays the only way a routine
+/// ends without returning. Resuming at a stub is safe because a call
+/// stopped at a stub has not run its hook yet. `Config::early_stops`
+/// provokes such stops at every import, to test this.
+///
+/// A nested call resumes without a timeout of its own (see [`call`]); the
+/// outermost call's limit still bounds it.
 fn resume_early_stop(
     uc: &mut Uc,
-    started: std::time::Instant,
+    nested: bool,
     mut result: Result<(), unicorn_engine::unicorn_const::uc_error>,
 ) -> Result<(), unicorn_engine::unicorn_const::uc_error> {
     let limit = std::time::Duration::from_micros(CALL_TIMEOUT_US);
+    let started = uc.get_data().started;
     for _ in 0..1000 {
         let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(RETURN_TRAP);
         let remaining = limit.saturating_sub(started.elapsed());
@@ -331,8 +353,12 @@ fn resume_early_stop(
         {
             break;
         }
-        let remaining = u64::try_from(remaining.as_micros()).unwrap_or(1).max(1);
-        result = uc.emu_start(rip, RETURN_TRAP, remaining, 0);
+        let timeout = if nested {
+            0
+        } else {
+            u64::try_from(remaining.as_micros()).unwrap_or(1).max(1)
+        };
+        result = uc.emu_start(rip, RETURN_TRAP, timeout, 0);
     }
     result
 }
@@ -355,6 +381,9 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
         thread: 1,
         next_thread: 1,
         depth: 0,
+        early_stops: 0,
+        early_stop_pending: false,
+        started: std::time::Instant::now(),
         failure: None,
         log: Vec::new(),
         now: 1_000_000_000,
@@ -402,6 +431,9 @@ pub fn new_machine(config: Config) -> R<Uc<'static>> {
 }
 
 fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
+    if provoke_early_stop(uc) {
+        return;
+    }
     let index = ((address - THUNK_BASE) / THUNK_STRIDE) as usize;
     let Some((f, limit)) = uc.get_data().hooks.get(index).map(|h| (h.f, h.limit)) else {
         fail(uc, format!("call to an unbound stub at {address:#x}"));
@@ -429,9 +461,12 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
         Ok(Ok(value)) => {
             if uc.get_data().failure.is_some() {
                 let _ = uc.emu_stop();
-            } else if let Err(e) = uc.reg_write(RegisterX86::RAX, value) {
-                let message = format!("{}: {e:?}", context(uc));
+            } else if let Err(e) = return_from_stub(uc, value) {
+                let message = format!("{}: {e}", context(uc));
                 fail(uc, message);
+            } else if uc.get_data().config.early_stops {
+                uc.get_data_mut().early_stops += 1;
+                let _ = uc.emu_stop();
             }
         }
         Ok(Err(message)) => {
@@ -448,6 +483,37 @@ fn on_thunk(uc: &mut Uc, address: u64, _size: u32) {
             fail(uc, message);
         }
     }
+}
+
+/// With [`Config::early_stops`]: stops the emulation at a stub before its
+/// hook runs, every other time the stub is reached (the resumed call comes
+/// back to the same stub, and runs it). True when it stopped.
+fn provoke_early_stop(uc: &mut Uc) -> bool {
+    let k = uc.get_data_mut();
+    if !k.config.early_stops || k.failure.is_some() {
+        return false;
+    }
+    k.early_stop_pending = !k.early_stop_pending;
+    if !k.early_stop_pending {
+        return false;
+    }
+    k.early_stops += 1;
+    let _ = uc.emu_stop();
+    true
+}
+
+/// Returns from an import's stub to its caller, as the stub's `ret` would:
+/// `value` in RAX, the return address popped into RIP. Done in the hook, not
+/// left to the `ret`, so that the hook's work and the return are one step:
+/// an emulation that unicorn stops early is never left at a stub whose
+/// hook already ran, where resuming would run the hook a second time (a
+/// second allocation, leaking the first; a second free).
+fn return_from_stub(uc: &mut Uc, value: u64) -> R<()> {
+    let rsp = uc.reg_read(RegisterX86::RSP).map_err(uc_err)?;
+    let to = uc.r64(rsp)?;
+    uc.reg_write(RegisterX86::RAX, value).map_err(uc_err)?;
+    uc.reg_write(RegisterX86::RSP, rsp + 8).map_err(uc_err)?;
+    uc.reg_write(RegisterX86::RIP, to).map_err(uc_err)
 }
 
 /// An import-call boundary: counted when the driver calls a kernel routine
@@ -608,7 +674,7 @@ pub fn arg(uc: &Uc, i: usize) -> R<u64> {
 }
 
 /// Inside a hook: the address its caller returns to (at the stub, before
-/// its `ret`, [RSP] holds it). 0 if it cannot be read.
+/// its `ret`, `[RSP]` holds it). 0 if it cannot be read.
 #[must_use]
 pub fn return_address(uc: &Uc) -> u64 {
     uc.reg_read(RegisterX86::RSP)
@@ -700,11 +766,11 @@ pub fn call(uc: &mut Uc, function: u64, args: &[u64], level: u8, thread: u32) ->
     // call would stall for the whole limit). The outer limit still covers
     // the nested calls.
     let timeout = if nested { 0 } else { CALL_TIMEOUT_US };
-    let started = std::time::Instant::now();
-    let mut result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
     if !nested {
-        result = resume_early_stop(uc, started, result);
+        uc.get_data_mut().started = std::time::Instant::now();
     }
+    let result = uc.emu_start(function, RETURN_TRAP, timeout, 0);
+    let result = resume_early_stop(uc, nested, result);
     let rip = uc.reg_read(RegisterX86::RIP).unwrap_or(0);
     let rax = uc.reg_read(RegisterX86::RAX).unwrap_or(0);
     let (end_irql, locks_after) = {
