@@ -25,8 +25,7 @@ use super::bindings::KSALLOCATOR_DISPATCH;
 use super::boundary::{allocator_dispatch, debug_print, KsAllocator, KsPin, KsTable, PoolBox};
 use super::device_context::DeviceContext;
 use super::ks_format::connection_format;
-use crate::portable::frame_pool::FramePool;
-use crate::portable::framing::allocator_plan;
+use crate::portable::framing::{allocator_plan, FramingError};
 use crate::portable::ks_buffers::read_allocator_framing;
 
 /// The allocator offered in `KSPIN_DISPATCH.Allocator`.
@@ -46,18 +45,12 @@ impl KsAllocator for AllocatorContext {
             .layout()
             .map_err(|_| STATUS_INVALID_PARAMETER)?
             .image_size();
-        let plan = allocator_plan(&request, image)
-            .map_err(super::super::portable::framing::FramingError::ntstatus)?;
-        let buffer = device
-            .dma
-            .allocate(plan.bytes())
-            .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+        let plan = allocator_plan(&request, image).map_err(FramingError::ntstatus)?;
+        let frames = device.dma.pooled_buffer(&plan)?;
         // On an error from here on, the buffer is freed as it drops.
-        let pool = FramePool::over(buffer.region(), &plan)
-            .map_err(super::super::portable::framing::FramingError::ntstatus)?;
         let registry = device.project(|d| &d.allocators);
-        let allocator = PoolBox::try_new(Self::new(pool, buffer, registry))
-            .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+        let allocator =
+            PoolBox::try_new(Self::new(frames, registry)).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
         if registry.register(&allocator) {
             Ok(allocator)
         } else {
@@ -75,7 +68,7 @@ impl KsAllocator for AllocatorContext {
     /// `AVStrMiniAllocate`: a free slot's virtual address, or `None` when
     /// all are out.
     fn allocate(&self) -> Option<usize> {
-        self.pool.allocate().map(|frame| frame.virtual_address)
+        self.pool().allocate().map(|frame| frame.virtual_address)
     }
 
     /// `AVStrMiniAllocatorFreeFrame`: gives a frame back. A foreign or
@@ -84,7 +77,7 @@ impl KsAllocator for AllocatorContext {
     /// free that arrives after the slot was handed out again cannot be told
     /// from the new holder's: the pool knows slots only by address.)
     fn free(&self, frame: usize) {
-        if self.pool.free(frame).is_err() {
+        if self.pool().free(frame).is_err() {
             debug_print(
                 c"avscap: allocator Free refused a pointer that is not an allocated frame\n",
             );

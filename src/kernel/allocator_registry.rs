@@ -11,19 +11,18 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::boundary::{debug_print, CommonBuffer, DeviceRef, PoolBox, SpinLock};
+use super::boundary::{debug_print, DeviceRef, PoolBox, PooledBuffer, SpinLock};
 use crate::portable::frame_pool::FramePool;
 
 /// Most allocator instances alive on one device at once (one per
 /// connection; a graph replacing its allocator briefly has two).
 pub const MAX_LIVE_ALLOCATORS: usize = 8;
 
-/// One allocator instance: its pool, the buffer the pool carves, and the
-/// registry it is registered with.
+/// One allocator instance: its frames (a pool over a common buffer of its
+/// own) and the registry it is registered with.
 pub struct AllocatorContext {
-    pub(crate) pool: FramePool,
-    /// Declared after `pool`: dropped (freed) after it, at PASSIVE_LEVEL.
-    _buffer: CommonBuffer,
+    /// Freed with the allocator, at PASSIVE_LEVEL.
+    frames: PooledBuffer,
     registry: DeviceRef<AllocatorRegistry>,
     /// The next parked allocator (the registry's list of allocators deleted
     /// with frames out).
@@ -31,20 +30,22 @@ pub struct AllocatorContext {
 }
 
 impl AllocatorContext {
-    /// An allocator over `buffer`, for `registry`'s device.
+    /// An allocator handing out `frames`, for `registry`'s device.
     ///
     /// IRQL: any.
-    pub(crate) const fn new(
-        pool: FramePool,
-        buffer: CommonBuffer,
-        registry: DeviceRef<AllocatorRegistry>,
-    ) -> Self {
+    pub(crate) const fn new(frames: PooledBuffer, registry: DeviceRef<AllocatorRegistry>) -> Self {
         Self {
-            pool,
-            _buffer: buffer,
+            frames,
             registry,
             parked_next: None,
         }
+    }
+
+    /// The pool of the allocator's frames.
+    ///
+    /// IRQL: any.
+    pub(crate) const fn pool(&self) -> &FramePool {
+        self.frames.pool()
     }
 
     /// The registry this allocator belongs to.
@@ -115,7 +116,7 @@ impl AllocatorRegistry {
         let Some(entry) = live.0.iter_mut().find(|p| p.is_null()) else {
             return false;
         };
-        *entry = &raw const allocator.pool;
+        *entry = allocator.pool();
         true
     }
 
@@ -124,13 +125,13 @@ impl AllocatorRegistry {
     ///
     /// IRQL: PASSIVE_LEVEL (its buffer may be freed).
     pub(crate) fn retire(&self, mut allocator: PoolBox<AllocatorContext>) {
-        let pool: *const FramePool = &raw const allocator.pool;
+        let pool: *const FramePool = allocator.pool();
         for entry in &mut self.live.lock().0 {
             if core::ptr::eq(*entry, pool) {
                 *entry = core::ptr::null();
             }
         }
-        if allocator.pool.in_use() == 0 {
+        if allocator.pool().in_use() == 0 {
             drop(allocator); // the buffer is freed here, at PASSIVE_LEVEL
             return;
         }

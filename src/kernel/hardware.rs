@@ -32,8 +32,8 @@ use wdk_sys::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_SHARING_VIOLATION}
 use super::allocator_registry::AllocatorRegistry;
 use super::bindings::KS_FRAME_INFO;
 use super::boundary::{
-    performance_count, performance_counter, CommonBuffer, DeviceRef, DispatchLevel, DmaMemory,
-    KernelMutex, KsPin, LeadingEdge, PinHandle, ReferenceClock, SpinLock, StreamClone,
+    performance_count, performance_counter, DeviceRef, DispatchLevel, DmaMemory, KernelMutex,
+    KsPin, LeadingEdge, PinHandle, PooledBuffer, ReferenceClock, SpinLock, StreamClone,
     TimerControl, TimerHandler, TimerWorker,
 };
 use super::ks_format::ulong_size_of;
@@ -41,7 +41,6 @@ use crate::portable::capture_engine::{
     qpc_to_100ns, rebase_to_clock, route_frame, stamp_options, timer_due_time, CaptureEngine,
     ClientBuffer, Completion, DmaTarget, EngineStats, RouteError, Target, Tick,
 };
-use crate::portable::frame_pool::FramePool;
 use crate::portable::framing::{staging_plan, FramingError};
 use crate::portable::image::synthesize;
 use crate::portable::stream_memory::STAGING_SLOTS;
@@ -108,20 +107,14 @@ impl StreamingPin {
     }
 }
 
-/// A stream's staging slots: the pool and the common buffer it carves.
-struct Staging {
-    pool: FramePool,
-    /// Declared after `pool`: freed after it, at PASSIVE_LEVEL.
-    _buffer: CommonBuffer,
-}
-
 /// What the DPC, the work item and Process share, under the hardware's
 /// spin lock.
 struct Shared {
     /// The capture engine (from ACQUIRE to STOP).
     engine: Option<Engine>,
-    /// The stream's staging slots (from ACQUIRE to STOP).
-    staging: Option<Staging>,
+    /// The stream's staging slots (from ACQUIRE to STOP; freed at
+    /// PASSIVE_LEVEL, outside the lock).
+    staging: Option<PooledBuffer>,
     /// Process returned `STATUS_PENDING`: the work item restarts it after
     /// a completion has freed what it frees.
     pend_io: bool,
@@ -147,7 +140,7 @@ impl Shared {
     /// IRQL: DISPATCH_LEVEL (called with the hardware spin lock held).
     fn free_slot(&self, dma: DmaTarget) {
         if let (DmaTarget::Staging(slot), Some(staging)) = (dma, &self.staging) {
-            let _ = staging.pool.free(slot.virtual_address);
+            let _ = staging.pool().free(slot.virtual_address);
         }
     }
 }
@@ -406,7 +399,7 @@ impl Hardware {
         // (no path takes them the other way round).
         let routed = {
             let live = sim.allocators.live();
-            route_frame(live.pools(), &staging.pool, client, layout.image_size())
+            route_frame(live.pools(), staging.pool(), client, layout.image_size())
         };
         let dma = match routed {
             Ok(dma) => dma,
@@ -500,20 +493,13 @@ impl Simulation {
             (shared.format, shared.layout)
         };
         let plan = staging_plan(&layout, STAGING_SLOTS).map_err(FramingError::ntstatus)?;
-        let buffer = self
-            .dma
-            .allocate(plan.bytes())
-            .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
-        let pool = FramePool::over(buffer.region(), &plan).map_err(FramingError::ntstatus)?;
+        let staging = self.dma.pooled_buffer(&plan)?;
         let engine = Engine::new(format.frame_interval, layout.image_size())
             .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
         let clock = self.pin.reference_clock();
         let mut shared = self.shared.lock();
         shared.engine = Some(engine);
-        shared.staging = Some(Staging {
-            pool,
-            _buffer: buffer,
-        });
+        shared.staging = Some(staging);
         shared.pend_io = false;
         shared.retry_on_tick = false;
         shared.clock = clock;

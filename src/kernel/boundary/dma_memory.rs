@@ -19,15 +19,15 @@ use core::ptr::null_mut;
 
 use wdk_sys::ntddk::{IoGetDmaAdapter, MmFreeContiguousMemory};
 use wdk_sys::{
-    _INTERFACE_TYPE, DEVICE_DESCRIPTION, DMA_OPERATIONS, PDEVICE_OBJECT, PDMA_ADAPTER,
-    PHYSICAL_ADDRESS, PVOID, SIZE_T, ULONG,
+    _INTERFACE_TYPE, DEVICE_DESCRIPTION, DMA_OPERATIONS, NTSTATUS, PDEVICE_OBJECT, PDMA_ADAPTER,
+    PHYSICAL_ADDRESS, PVOID, SIZE_T, STATUS_INSUFFICIENT_RESOURCES, ULONG,
 };
 
 use super::debug_print::debug_print;
 use super::ks_device::KsDevice;
 use super::locks::SpinLock;
-use crate::portable::frame_pool::Region;
-use crate::portable::framing::MAX_FRAME_SIZE;
+use crate::portable::frame_pool::{FramePool, Region};
+use crate::portable::framing::{BufferPlan, FramingError, MAX_FRAME_SIZE};
 
 /// `DEVICE_DESCRIPTION_VERSION` (the original layout, which both header
 /// sets define identically).
@@ -180,6 +180,26 @@ impl DmaMemory {
         })
     }
 
+    /// A common buffer sized by `plan` and the frame pool that carves it
+    /// into `plan`'s frames.
+    ///
+    /// IRQL: PASSIVE_LEVEL.
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES` when no buffer can be had (or the
+    /// device is not started); the core's status when the pool does not
+    /// fit the buffer (the buffer is freed then).
+    pub(crate) fn pooled_buffer(&self, plan: &BufferPlan) -> Result<PooledBuffer, NTSTATUS> {
+        let buffer = self
+            .allocate(plan.bytes())
+            .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+        let pool = FramePool::over(buffer.region(), plan).map_err(FramingError::ntstatus)?;
+        Ok(PooledBuffer {
+            pool,
+            _buffer: buffer,
+        })
+    }
+
     /// One adapter buffer is gone; puts the adapter back if it was the last
     /// and the device is stopped.
     ///
@@ -261,6 +281,24 @@ impl Drop for CommonBuffer {
             // PASSIVE_LEVEL.
             Source::Contiguous => unsafe { MmFreeContiguousMemory(va) },
         }
+    }
+}
+
+/// A frame pool and the common buffer it hands out, owned together (a
+/// stream's staging slots, an allocator instance's frames).
+pub struct PooledBuffer {
+    pool: FramePool,
+    /// Declared after `pool`: freed after it, at PASSIVE_LEVEL (owners drop
+    /// it only there).
+    _buffer: CommonBuffer,
+}
+
+impl PooledBuffer {
+    /// The pool over the buffer.
+    ///
+    /// IRQL: any.
+    pub(crate) const fn pool(&self) -> &FramePool {
+        &self.pool
     }
 }
 

@@ -17,8 +17,8 @@
 //!   makes it: [`PoolBox`] (pool memory), [`StreamClone`] (a clone deleted
 //!   exactly once), [`LeadingEdge`] (unlocked on drop), [`TimerWorker`]
 //!   (timer, DPC and work item, flushed on drop), [`ReferenceClock`] (one
-//!   interface reference), [`CommonBuffer`] and the DMA adapter
-//!   ([`DmaMemory`]), the guards of [`SpinLock`], [`KernelMutex`] and the
+//!   interface reference), common buffers ([`PooledBuffer`]) and the DMA
+//!   adapter ([`DmaMemory`]), the guards of [`SpinLock`], [`KernelMutex`] and the
 //!   pin's processing mutex.
 //! * **IRQL**: every routine states its IRQL. Code that must run at
 //!   DISPATCH_LEVEL receives a [`DispatchLevel`] token, which only the DPC
@@ -48,7 +48,7 @@ mod timer_worker;
 
 pub use allocator_dispatch::{allocator_dispatch, KsAllocator};
 pub use debug_print::debug_print;
-pub use dma_memory::{CommonBuffer, DmaMemory};
+pub use dma_memory::{DmaMemory, PooledBuffer};
 pub use ks_device::{device_dispatch, DeviceContextType, DeviceDispatch, DeviceRef, KsDevice};
 pub use ks_pin::{
     intersect_handler, pin_dispatch, property_get_handler, DataIntersection, KsPin, PinContextType,
