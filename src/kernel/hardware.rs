@@ -133,6 +133,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether a stream exists (ACQUIRE to STOP): its engine or its staging
+    /// slots.
+    ///
+    /// IRQL: DISPATCH_LEVEL (called with the hardware spin lock held).
+    const fn has_stream(&self) -> bool {
+        self.engine.is_some() || self.staging.is_some()
+    }
+
     /// Gives back the staging slot a target held, if it held one (a slot
     /// the engine or Process took cannot be refused, so the result is
     /// ignored).
@@ -333,7 +341,7 @@ impl Hardware {
     /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn reformat(&self, format: VideoFormat, layout: FrameLayout) -> bool {
         let mut shared = self.sim().shared.lock();
-        if shared.engine.is_some() || shared.staging.is_some() {
+        if shared.has_stream() {
             return false;
         }
         shared.format = format;
@@ -345,8 +353,7 @@ impl Hardware {
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (takes the spin lock briefly).
     pub(crate) fn can_reformat(&self) -> bool {
-        let shared = self.sim().shared.lock();
-        shared.engine.is_none() && shared.staging.is_none()
+        !self.sim().shared.lock().has_stream()
     }
 
     /// Bytes of one frame of the connection format.
