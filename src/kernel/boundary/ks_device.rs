@@ -12,6 +12,7 @@ use super::super::bindings::{
     KsAcquireDevice, KsAddItemToObjectBag, KsCreateFilterFactory, KsReleaseDevice,
     KSCREATE_ITEM_FREEONSTOP, KSDEVICE, KSDEVICE_DISPATCH, KSFILTER_DESCRIPTOR, PKSDEVICE,
 };
+use super::nt_result;
 use super::pool_box::PoolBox;
 use super::static_table::KsTable;
 
@@ -119,17 +120,15 @@ impl KsDevice<'_> {
     ) -> Result<(), NTSTATUS> {
         let device = self.raw.as_ptr();
         let raw = context.into_raw();
-        // SAFETY: a live device at PASSIVE_LEVEL (type invariant).
-        unsafe { KsAcquireDevice(device) };
         // SAFETY: a live device.
         let bag = unsafe { (*device).Bag };
-        // SAFETY: the bag is edited under the device mutex, as
-        // KsAddItemToObjectBag requires; on success the bag owns `raw` and
-        // frees it once with `free_bagged::<D>`, made for exactly this
-        // pointer type.
-        let status = unsafe { KsAddItemToObjectBag(bag, raw.cast(), Some(free_bagged::<D>)) };
-        // SAFETY: taken above, by this thread.
-        unsafe { KsReleaseDevice(device) };
+        let status = self.with_device_mutex(|| {
+            // SAFETY: the bag is edited under the device mutex, as
+            // KsAddItemToObjectBag requires; on success the bag owns `raw`
+            // and frees it once with `free_bagged::<D>`, made for exactly
+            // this pointer type.
+            unsafe { KsAddItemToObjectBag(bag, raw.cast(), Some(free_bagged::<D>)) }
+        });
         if status < 0 {
             // SAFETY: the bag did not take the pointer; we still own it.
             drop(unsafe { PoolBox::from_raw(raw) });
@@ -166,34 +165,40 @@ impl KsDevice<'_> {
         if reference_string.last() != Some(&0) {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        let device = self.raw.as_ptr();
         // SAFETY: a live device.
-        let fdo = unsafe { (*device).FunctionalDeviceObject };
-        // SAFETY: a live device at PASSIVE_LEVEL.
-        unsafe { KsAcquireDevice(device) };
-        // SAFETY: the FDO of a live device, at PASSIVE_LEVEL, under the
-        // device mutex. The descriptor is an immutable static. The reference
-        // string is a NUL-terminated UTF-16 static that ks.sys only reads
-        // (the parameter is `PWSTR` only for historical reasons).
-        let status = unsafe {
-            KsCreateFilterFactory(
-                fdo,
-                &raw const descriptor.0,
-                reference_string.as_ptr().cast_mut(),
-                null_mut(),
-                KSCREATE_ITEM_FREEONSTOP,
-                None,
-                None,
-                null_mut(),
-            )
-        };
-        // SAFETY: taken above, by this thread.
-        unsafe { KsReleaseDevice(device) };
-        if status < 0 {
-            Err(status)
-        } else {
-            Ok(())
-        }
+        let fdo = unsafe { (*self.raw.as_ptr()).FunctionalDeviceObject };
+        nt_result(self.with_device_mutex(|| {
+            // SAFETY: the FDO of a live device, at PASSIVE_LEVEL, under the
+            // device mutex. The descriptor is an immutable static. The
+            // reference string is a NUL-terminated UTF-16 static that ks.sys
+            // only reads (the parameter is `PWSTR` only for historical
+            // reasons).
+            unsafe {
+                KsCreateFilterFactory(
+                    fdo,
+                    &raw const descriptor.0,
+                    reference_string.as_ptr().cast_mut(),
+                    null_mut(),
+                    KSCREATE_ITEM_FREEONSTOP,
+                    None,
+                    None,
+                    null_mut(),
+                )
+            }
+        }))
+    }
+
+    /// Runs `f` holding the device mutex (`KsAcquireDevice` /
+    /// `KsReleaseDevice`).
+    ///
+    /// IRQL: PASSIVE_LEVEL.
+    fn with_device_mutex<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: a live device at PASSIVE_LEVEL (type invariant).
+        unsafe { KsAcquireDevice(self.raw.as_ptr()) };
+        let result = f();
+        // SAFETY: taken just above, by this thread.
+        unsafe { KsReleaseDevice(self.raw.as_ptr()) };
+        result
     }
 }
 

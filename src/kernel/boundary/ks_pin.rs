@@ -14,11 +14,12 @@ use super::super::bindings::{
     _KsEdit, KsGetDevice, KsGetPinFromIrp, KsPinAcquireProcessingMutex, KsPinAttemptProcessing,
     KsPinGetLeadingEdgeStreamPointer, KsPinGetReferenceClockInterface, KsPinReleaseProcessingMutex,
     KSALLOCATOR_DISPATCH, KSALLOCATOR_FRAMING_EX, KSATTRIBUTE_LIST, KSDATAFORMAT, KSDATARANGE,
-    KSOBJECT_BAG, KSPIN, KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPROPERTY_ITEM, KSSTATE,
+    KSDEVICE, KSOBJECT_BAG, KSPIN, KSPIN_DESCRIPTOR_EX, KSPIN_DISPATCH, KSPROPERTY_ITEM, KSSTATE,
     KSSTREAM_POINTER_STATE, PFNKSINTERSECTHANDLEREX, PIKSREFERENCECLOCK, PKSDATAFORMAT,
     PKSDATARANGE, PKSIDENTIFIER, PKSMULTIPLE_ITEM, PKSPIN, PKSP_PIN,
 };
 use super::ks_device::{DeviceContextType, DeviceRef};
+use super::nt_result;
 use super::pool_box::{PoolBox, POOL_TAG};
 use super::reference_clock::ReferenceClock;
 use super::static_table::zeroed;
@@ -124,20 +125,24 @@ impl KsPin<'_> {
     ///
     /// IRQL: ≤ DISPATCH_LEVEL (`KsGetDevice`).
     pub(crate) fn device_context<D: DeviceContextType>(&self) -> Option<DeviceRef<D>> {
-        // SAFETY: a live pin; KsGetDevice takes any AVStream object and
-        // returns its device, live while the pin is.
-        let device = unsafe { KsGetDevice(self.raw.as_ptr().cast()) };
-        if device.is_null() {
-            return None;
-        }
+        let device = self.device()?;
         // SAFETY: a live device of this driver.
-        let context = unsafe { (*device).Context };
+        let context = unsafe { (*device.as_ptr()).Context };
         // SAFETY: the device's Context is null or its `D`
         // (`DeviceContextType`'s contract), which outlives the pin.
         let context = unsafe { context.cast::<D>().as_ref() }?;
         // SAFETY: the context of the pin's live device, handed to the pin's
         // code, which keeps it only in pin and allocator contexts.
         Some(unsafe { DeviceRef::new(context) })
+    }
+
+    /// The pin's device, live while the pin is.
+    ///
+    /// IRQL: ≤ DISPATCH_LEVEL (`KsGetDevice`).
+    fn device(&self) -> Option<NonNull<KSDEVICE>> {
+        // SAFETY: a live pin; KsGetDevice takes any AVStream object and
+        // returns its device.
+        NonNull::new(unsafe { KsGetDevice(self.raw.as_ptr().cast()) })
     }
 
     /// The bytes of the connection format (its `FormatSize` of them), once
@@ -192,14 +197,14 @@ impl KsPin<'_> {
         // SAFETY: the slot of a live pin's descriptor pointer, under the
         // control mutex; `_KsEdit` replaces it with a bag-owned copy of the
         // whole descriptor (old and new size: the descriptor's).
-        ks_status(unsafe { ks_edit::<KSPIN_DESCRIPTOR_EX>(bag, descriptor_slot) })?;
+        nt_result(unsafe { ks_edit::<KSPIN_DESCRIPTOR_EX>(bag, descriptor_slot) })?;
         // SAFETY: a live pin.
         let descriptor = unsafe { (*pin).Descriptor }.cast_mut();
         // SAFETY: the descriptor is now the pin's own copy; its framing slot
         // is edited the same way.
         let framing_slot = unsafe { &raw mut (*descriptor).AllocatorFraming }.cast::<PVOID>();
         // SAFETY: as for the descriptor.
-        ks_status(unsafe { ks_edit::<KSALLOCATOR_FRAMING_EX>(bag, framing_slot) })?;
+        nt_result(unsafe { ks_edit::<KSALLOCATOR_FRAMING_EX>(bag, framing_slot) })?;
         // SAFETY: the descriptor is the pin's own copy.
         let copy = unsafe { (*descriptor).AllocatorFraming }.cast_mut();
         // SAFETY: the pin's own, bag-owned copy of the framing, of its size,
@@ -235,13 +240,9 @@ impl KsPin<'_> {
         &self,
         handler: H,
     ) -> Result<TimerWorker<H>, NTSTATUS> {
-        // SAFETY: a live pin; its live device.
-        let device = unsafe { KsGetDevice(self.raw.as_ptr().cast()) };
-        if device.is_null() {
-            return Err(STATUS_DEVICE_NOT_READY);
-        }
+        let device = self.device().ok_or(STATUS_DEVICE_NOT_READY)?;
         // SAFETY: a live device.
-        let fdo = unsafe { (*device).FunctionalDeviceObject };
+        let fdo = unsafe { (*device.as_ptr()).FunctionalDeviceObject };
         // SAFETY: the live FDO of the pin's device, which outlives the pin
         // and with it the worker (kept in the pin's context).
         unsafe { TimerWorker::try_new(fdo, handler) }.ok_or(STATUS_INSUFFICIENT_RESOURCES)
@@ -313,15 +314,6 @@ impl Drop for ProcessingMutexGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: this guard took the mutex of this live pin, on this thread.
         unsafe { KsPinReleaseProcessingMutex(self.pin.0.as_ptr()) };
-    }
-}
-
-/// `NTSTATUS` to `Result`.
-const fn ks_status(status: NTSTATUS) -> Result<(), NTSTATUS> {
-    if status < 0 {
-        Err(status)
-    } else {
-        Ok(())
     }
 }
 

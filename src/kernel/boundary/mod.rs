@@ -61,3 +61,13 @@ pub use reference_clock::ReferenceClock;
 pub use static_table::{zeroed, KsTable};
 pub use stream_pointer::{LeadingEdge, StreamClone};
 pub use timer_worker::{TimerControl, TimerHandler, TimerWorker};
+
+/// A kernel routine's `NTSTATUS` as a `Result` (warnings and information
+/// statuses succeed).
+const fn nt_result(status: wdk_sys::NTSTATUS) -> Result<(), wdk_sys::NTSTATUS> {
+    if status < 0 {
+        Err(status)
+    } else {
+        Ok(())
+    }
+}

@@ -61,18 +61,14 @@ impl LeadingEdge<'_> {
     ///
     /// IRQL: any (reads the locked, resident stream pointer).
     pub(crate) fn frame(&self) -> Option<ClientBuffer> {
-        // SAFETY: the locked leading edge is valid (type invariant); only
-        // its offsets are read, by value.
-        let offset = unsafe { (*self.ptr.as_ptr()).OffsetOut };
-        // SAFETY: `Data` and `Mappings` are both pointers in the same slot;
-        // the pin does not ask for mappings, so ks.sys set `Data`.
-        let data = unsafe { offset.__bindgen_anon_1.Data };
-        if data.is_null() || offset.Remaining == 0 {
+        // SAFETY: the locked leading edge is valid (type invariant).
+        let (data, remaining) = unsafe { output_position(self.ptr) };
+        if data.is_null() || remaining == 0 {
             return None;
         }
         Some(ClientBuffer {
             address: data as usize,
-            extent: offset.Remaining,
+            extent: remaining,
             surface_pitch: self.surface_pitch(),
         })
     }
@@ -202,11 +198,8 @@ impl StreamClone {
     ///
     /// IRQL: any (the frame is locked and mapped while the clone lives).
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: a live clone (type invariant); its offsets are read by
-        // value.
-        let offset = unsafe { (*self.0.as_ptr()).OffsetOut };
-        // SAFETY: as in `LeadingEdge::frame`: the `Data` member is the one set.
-        let data = unsafe { offset.__bindgen_anon_1.Data };
+        // SAFETY: a live, locked clone (type invariant).
+        let (data, remaining) = unsafe { output_position(self.0) };
         if data.is_null() {
             return &mut [];
         }
@@ -214,7 +207,7 @@ impl StreamClone {
         // are mapped, resident and writable; this value owns the clone
         // alone and `&mut self` makes this the only reference to them; the
         // stream header is elsewhere (a separate KS allocation).
-        unsafe { core::slice::from_raw_parts_mut(data.cast::<u8>(), offset.Remaining as usize) }
+        unsafe { core::slice::from_raw_parts_mut(data, remaining as usize) }
     }
 
     /// The frame's stream header, and the `KS_FRAME_INFO` after it when the
@@ -260,6 +253,23 @@ impl Drop for StreamClone {
         // once, here.
         unsafe { KsStreamPointerDelete(self.0.as_ptr()) };
     }
+}
+
+/// Where a stream pointer's unwritten output bytes start (null: the frame
+/// has no data) and how many remain.
+///
+/// IRQL: any.
+///
+/// # Safety
+/// `ptr` is a live, locked stream pointer of the pin (its leading edge or a
+/// clone of it).
+unsafe fn output_position(ptr: NonNull<KSSTREAM_POINTER>) -> (*mut u8, u32) {
+    // SAFETY: the caller's guarantee; the offsets are read by value.
+    let offset = unsafe { (*ptr.as_ptr()).OffsetOut };
+    // SAFETY: `Data` and `Mappings` are both pointers in the same slot; the
+    // pin does not ask for mappings, so ks.sys set `Data`.
+    let data = unsafe { offset.__bindgen_anon_1.Data };
+    (data, offset.Remaining)
 }
 
 /// The `KS_FRAME_INFO` after a stream header, when the header's `Size`
